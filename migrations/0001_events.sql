@@ -4,7 +4,7 @@
 
 CREATE TABLE events (
     position         bigint      PRIMARY KEY,
-    stream           text        NOT NULL,
+    stream           text        COLLATE "C" NOT NULL,
     stream_version   integer     NOT NULL,
     type             text        NOT NULL,
     uid              text        NOT NULL,
@@ -29,16 +29,13 @@ CREATE INDEX events_occurred_at ON events USING brin (occurred_at);
 
 -- Current state: one row per live object, updated in the appending transaction.
 -- The object itself is the payload of the event at resource_version; keeping
--- only the pointer here halves what every append writes.
+-- only the pointer here keeps every append small. Streams are named
+-- group/resource/namespace/name and compared bytewise (COLLATE "C"), so a list
+-- of one resource, or of one namespace of it, is a range scan of the primary
+-- key, in the order etcd would list the same keys.
 CREATE TABLE objects (
-    stream            text    PRIMARY KEY,
-    api_group         text    NOT NULL,
-    resource          text    NOT NULL,
-    namespace         text    NOT NULL,
-    name              text    NOT NULL,
+    stream            text    COLLATE "C" PRIMARY KEY,
     uid               text    NOT NULL,
     resource_version  bigint  NOT NULL,
     stream_version    integer NOT NULL
 );
-
-CREATE INDEX objects_list ON objects (api_group, resource, namespace, name);

@@ -358,17 +358,14 @@ async def _write(conn: asyncpg.Connection, rows: list[tuple], final: dict[str, t
                         $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::bytea[],
                         $14::bytea[], $15::bytea[]) AS x(p, s, sv, t, u, a, v, r, i, tr, c, us, pl, ph, h)
         ), upserted AS (
-            INSERT INTO objects (stream, api_group, resource, namespace, name, uid, resource_version,
-                                 stream_version)
-            SELECT * FROM unnest($16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
-                                 $22::bigint[], $23::int[])
+            INSERT INTO objects (stream, uid, resource_version, stream_version)
+            SELECT * FROM unnest($16::text[], $17::text[], $18::bigint[], $19::int[])
             ON CONFLICT (stream) DO UPDATE SET uid = excluded.uid, resource_version = excluded.resource_version,
                 stream_version = excluded.stream_version
         ), removed AS (
-            DELETE FROM objects WHERE stream = any($24::text[])
+            DELETE FROM objects WHERE stream = any($20::text[])
         )
-        SELECT pg_notify($25, $26)""",
+        SELECT pg_notify($21, $22)""",
         *zip(*rows),
-        [p.key for p, _ in live], [p.stream.group for p, _ in live], [p.stream.resource for p, _ in live],
-        [p.stream.namespace for p, _ in live], [p.stream.name for p, _ in live], [st.uid for _, st in live],
-        [st.resource_version for _, st in live], [st.stream_version for _, st in live], gone, NOTIFY_CHANNEL, str(last_position))
+        [p.key for p, _ in live], [st.uid for _, st in live], [st.resource_version for _, st in live],
+        [st.stream_version for _, st in live], gone, NOTIFY_CHANNEL, str(last_position))

@@ -91,16 +91,17 @@ async def get_object(conn: asyncpg.Connection | asyncpg.Pool, stream: StreamId) 
 
 async def list_objects(conn: asyncpg.Connection | asyncpg.Pool, *, group: str, resource: str,
                        namespace: str | None = None) -> list[dict[str, Any]]:
-    if namespace is None:
-        rows = await conn.fetch(
-            "SELECT o.resource_version, e.payload FROM objects o JOIN events e ON e.position = o.resource_version "
-            "WHERE o.api_group = $1 AND o.resource = $2 ORDER BY o.namespace, o.name", group, resource)
-    else:
-        rows = await conn.fetch(
-            "SELECT o.resource_version, e.payload FROM objects o JOIN events e ON e.position = o.resource_version "
-            "WHERE o.api_group = $1 AND o.resource = $2 AND o.namespace = $3 ORDER BY o.name",
-            group, resource, namespace)
+    """Live objects of one resource (in one namespace), in key order, as etcd lists them."""
+    low, high = _key_range(group, resource, namespace)
+    rows = await conn.fetch(
+        "SELECT o.resource_version, e.payload FROM objects o JOIN events e ON e.position = o.resource_version "
+        "WHERE o.stream >= $1 AND o.stream < $2 ORDER BY o.stream", low, high)
     return [_with_version(r["payload"], r["resource_version"]) for r in rows]
+
+
+def _key_range(group: str, resource: str, namespace: str | None) -> tuple[str, str]:
+    prefix = f"{group or 'core'}/{resource}/" + (f"{namespace}/" if namespace is not None else "")
+    return prefix, prefix[:-1] + chr(ord("/") + 1)
 
 
 def _with_version(payload: bytes, position: int) -> dict[str, Any]:

@@ -18,13 +18,8 @@ async def rebuild_objects(conn: asyncpg.Connection) -> int:
         await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
         await conn.execute("TRUNCATE objects")
         await conn.execute("""
-            INSERT INTO objects (stream, api_group, resource, namespace, name, uid, resource_version,
-                                 stream_version)
-            SELECT stream,
-                   CASE split_part(stream, '/', 1) WHEN 'core' THEN '' ELSE split_part(stream, '/', 1) END,
-                   split_part(stream, '/', 2), split_part(stream, '/', 3),
-                   split_part(stream, '/', 4),
-                   uid, position, stream_version
+            INSERT INTO objects (stream, uid, resource_version, stream_version)
+            SELECT stream, uid, position, stream_version
             FROM (SELECT DISTINCT ON (stream) stream, uid, position, stream_version, type
                   FROM events ORDER BY stream, stream_version DESC) AS latest
             WHERE type <> 'Deleted'""")

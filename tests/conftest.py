@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -12,11 +15,15 @@ _ids = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory) -> Servers:
-    s = start_servers(tmp_path_factory.mktemp("servers"))
+def servers() -> Servers:
+    # Not under pytest's basetemp: pytest prunes old basetemps, and a concurrent
+    # session pruning ours would pull the data directory from under PostgreSQL.
+    data_dir = Path(tempfile.mkdtemp(prefix="eventplane-test-"))
+    s = start_servers(data_dir)
     yield s
     s.nats.stop()
     s.postgres.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +49,30 @@ def bus_names():
     """A JetStream stream and subject prefix of this test's own."""
     n = f"{os.getpid()}x{next(_ids)}"
     return {"stream": f"EVENTS_{n}", "prefix": f"t{n}.ev"}
+
+
+@pytest.fixture
+async def bus(servers, bus_names):
+    """This test's own stream on the session's NATS, deleted afterwards."""
+    import nats
+
+    from eventplane.bus import BusConfig
+
+    config = BusConfig(stream=bus_names["stream"], subject_prefix=bus_names["prefix"])
+    nc = await nats.connect(servers.nats_url)
+    yield config, nc
+    try:
+        await nc.jetstream().delete_stream(config.stream)
+    except Exception:
+        pass  # the test removed it, or never created it
+    await nc.close()
+
+
+@pytest.fixture
+async def relay(database_url, servers, bus):
+    """A relay running in this process for the test's database and stream."""
+    from tests.support.relaying import running_relay
+
+    config, _ = bus
+    async with running_relay(database_url, servers.nats_url, config) as r:
+        yield r

@@ -91,7 +91,8 @@ class Relay:
         self.nats_url = nats_url
         self.config = config
         self.published = 0
-        self.leading = asyncio.Event()
+        self.leading = asyncio.Event()  # holds the lock
+        self.ready = asyncio.Event()  # holds the lock and the stream exists
 
     async def run(self) -> None:
         """Wait for leadership, then relay until cancelled or the lock's connection is lost."""
@@ -103,14 +104,18 @@ class Relay:
             self.leading.set()
             log.info("relay is the leader")
             lead = asyncio.create_task(self._lead())
-            done, _ = await asyncio.wait({lead, lost}, return_when=asyncio.FIRST_COMPLETED)
-            if lead not in done:
-                lead.cancel()
-                await asyncio.gather(lead, return_exceptions=True)
-                raise ConnectionError("lost the relay lock's database connection")
-            lead.result()
+            try:
+                await asyncio.wait({lead, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not lead.done():  # cancelled, or the lock is lost: stop publishing at once
+                    lead.cancel()
+                    await asyncio.gather(lead, return_exceptions=True)
+            if not lead.cancelled() and lead.exception() is not None:
+                raise lead.exception()
+            raise ConnectionError("lost the relay lock's database connection")
         finally:
             self.leading.clear()
+            self.ready.clear()
             await lock_conn.close()
 
     async def _lead(self) -> None:
@@ -126,6 +131,7 @@ class Relay:
             head = await reads.head(reader)
             if last > head:
                 raise StreamAheadError(f"stream {self.config.stream} ends at {last} but the log ends at {head}")
+            self.ready.set()
             while True:
                 wake.clear()  # before reading, so a commit during the read wakes us again
                 events = await reads.read_all(reader, after=last, limit=BATCH)

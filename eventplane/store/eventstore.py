@@ -25,8 +25,10 @@ class EventStore:
         self._committer = GroupCommitter(pool)
 
     @classmethod
-    async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10, migrate_schema: bool = True) -> EventStore:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+    async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10, migrate_schema: bool = True,
+                   **pool_options: Any) -> EventStore:
+        """Connect a pool (extra options go to asyncpg.create_pool, e.g. `timeout`) and migrate."""
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, **pool_options)
         if migrate_schema:
             async with pool.acquire() as conn:
                 await migrate(conn)

@@ -266,3 +266,28 @@ async def test_list_one_resource_in_key_order_by_namespace_or_all(store):
     assert [o["metadata"]["name"] for o in in_a] == ["x", "y"]
     assert all(o["metadata"]["resourceVersion"] for o in in_a)
     assert await store.list(group="apps", resource="configmaps") == []
+
+
+async def test_stale_beliefs_of_one_appender_never_write_wrong(database_url):
+    """Appender A remembers streams it wrote; appender B changes them behind its back. Every one of
+    A's decisions must still be made on the real state (the write checks A's beliefs under the lock)."""
+    async with EventStore.connect(database_url) as a, EventStore.connect(database_url) as b:
+        web = configmap("web")
+        [created] = await a.append(create(web), ALICE)
+        await a.append(create(configmap("other")), ALICE)          # A now believes it knows web and other
+        await b.append(delete(web), ctx(verb="delete"))             # B deletes web
+        with pytest.raises(errors.NotFoundError):
+            await a.append(update({**web, "data": {"x": "1"}}, expected=created.position), ctx(verb="update"))
+        await b.append(create(configmap("fresh")), ALICE)           # A does not know fresh exists
+        with pytest.raises(errors.AlreadyExistsError):
+            await a.append(create(configmap("fresh")), ALICE)
+        [again] = await a.append(create(configmap("web")), ALICE)   # web's stream has history: version 3
+        assert again.stream_version == 3
+        other = await b.get(cm_stream("other"))                    # created by A at position 2
+        await b.append(update({**other, "data": {"by": "b"}}, expected=2), ctx(verb="update"))
+        with pytest.raises(errors.ConflictError):                   # A's belief of other's version is stale
+            await a.append(update({**other, "data": {"by": "a"}}, expected=2), ctx(verb="update"))
+        rows = await a.pool.fetch("SELECT position FROM events ORDER BY position")
+        assert [r["position"] for r in rows] == list(range(1, len(rows) + 1))
+        assert (await a.verify()).ok
+        assert a._committer.stats["speculated"] > 0 and a._committer.stats["reloaded"] > 0

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from .lifetime import die_with_parent
+
 # Events carry objects up to 1.5 MiB (etcd's request limit) plus the envelope.
 MAX_PAYLOAD = 8 * 1024 * 1024
 
@@ -58,7 +60,8 @@ class EmbeddedNats:
         )
         log = open(self.data_dir / "nats.log", "ab")
         self._process = subprocess.Popen([nats_server_binary(), "-c", str(config)], stdout=log,
-                                         stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=die_with_parent)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -16,6 +16,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from .lifetime import die_with_parent
 from urllib.parse import quote
 
 
@@ -84,7 +86,7 @@ class EmbeddedPostgres:
         self._process = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                          user=user.pw_uid if user else None,
                                          group=user.pw_gid if user else None,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=die_with_parent)
         log.close()
         self._wait_ready(timeout)
         self._ensure_database()

@@ -1,0 +1,287 @@
+"""Helpers shared by the benchmarks in bench/: embedded servers in a temp dir,
+fresh databases, the payload every benchmark writes, percentiles, CPU
+accounting per process, machine facts and the event loop.
+
+Benchmarks are not tests: nothing here asserts; everything here measures or
+describes the machine the figures came from.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from eventplane.embedded import EmbeddedNats, EmbeddedPostgres
+
+_db_ids = itertools.count(1)
+
+
+# ---------------------------------------------------------------- event loop
+
+def choose_loop(use_uvloop: bool = True) -> tuple[Callable[[Coroutine[Any, Any, Any]], Any], str]:
+    """uvloop when it is importable (and wanted), else asyncio's default loop: a runner and its name."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run, f"uvloop {uvloop.__version__}"
+    return asyncio.run, "asyncio default loop"
+
+
+# ---------------------------------------------------------------- servers
+
+@dataclass
+class Servers:
+    postgres: EmbeddedPostgres
+    nats: EmbeddedNats
+    data_dir: Path
+
+    @property
+    def admin_url(self) -> str:
+        return self.postgres.admin_url()
+
+    @property
+    def nats_url(self) -> str:
+        return self.nats.url
+
+    def database_url(self, name: str) -> str:
+        return self.postgres.url.replace(f"/{self.postgres.database}?", f"/{name}?")
+
+
+@contextlib.contextmanager
+def embedded_servers(*, parent: str | None = None, keep: bool = False) -> Iterator[Servers]:
+    """PostgreSQL and NATS in a fresh temp dir; both stopped (and the dir removed) on any exit."""
+    data_dir = Path(tempfile.mkdtemp(prefix="eventplane-bench-", dir=parent))
+    pg = EmbeddedPostgres(data_dir, database="postgres")
+    nats = EmbeddedNats(data_dir)
+    try:
+        pg.start()
+        nats.start()
+        yield Servers(pg, nats, data_dir)
+    finally:
+        try:
+            nats.stop()
+        finally:
+            pg.stop()
+            if not keep:
+                shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def fresh_database(servers: Servers, prefix: str) -> str:
+    """CREATE DATABASE via the admin connection; the schema is left to whoever opens it."""
+    name = f"{prefix}_{os.getpid()}_{next(_db_ids)}"
+    conn = await asyncpg.connect(servers.admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return servers.database_url(name)
+
+
+async def checkpoint(servers: Servers) -> None:
+    """Flush the previous scenario's dirty pages now rather than in the middle of the next one."""
+    conn = await asyncpg.connect(servers.admin_url)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
+# ---------------------------------------------------------------- payload
+
+NAMESPACE = "bench"
+_DATA_VALUE = "x" * 56
+
+
+def configmap(name: str, *, writer: int, seq: int, uid: str | None = None) -> dict[str, Any]:
+    """A ConfigMap-like object of about 500 bytes once msgpack-encoded."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "uid": uid or str(uuid.uuid4()),
+            "labels": {"app": "bench", "tier": "backend", "writer": str(writer),
+                       "app.kubernetes.io/managed-by": "eventplane-bench"},
+            "annotations": {"bench.eventplane.io/seq": str(seq)},
+        },
+        "data": {f"key-{i}": _DATA_VALUE for i in range(5)},
+    }
+
+
+# ---------------------------------------------------------------- statistics
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence; nan when empty."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]
+
+
+def summarize_ms(seconds: Sequence[float]) -> dict[str, float]:
+    """p50/p99/max of latencies given in seconds, reported in milliseconds."""
+    s = sorted(seconds)
+    return {"n": len(s), "p50_ms": percentile(s, 50) * 1e3, "p99_ms": percentile(s, 99) * 1e3,
+            "max_ms": (s[-1] * 1e3) if s else float("nan")}
+
+
+# ---------------------------------------------------------------- CPU accounting
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of one process in seconds; 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of stat(5)
+
+
+def _tree_cpu(root: int | None) -> float:
+    """CPU of `root` and its direct children (a postmaster and its backends)."""
+    if root is None:
+        return 0.0
+    total = _proc_cpu(root)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == root:
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """Seconds of CPU the whole machine ran anything, and seconds the hypervisor stole from it."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq) / _TICK, steal / _TICK
+
+
+@dataclass
+class CpuSample:
+    wall: float
+    bench: float
+    postgres: float
+    nats: float
+    machine_busy: float
+    steal: float
+
+
+class CpuMeter:
+    """Cores used by this process, PostgreSQL (postmaster + backends), nats-server and the whole
+    machine (anyone's processes, without steal) over a window, and cores stolen by the hypervisor.
+
+    Backends that exit inside the window take their CPU with them, so take the
+    end sample before closing pools.
+    """
+
+    def __init__(self, servers: Servers) -> None:
+        self._servers = servers
+        self._start: CpuSample | None = None
+
+    def _sample(self) -> CpuSample:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return CpuSample(time.perf_counter(), ru.ru_utime + ru.ru_stime, _tree_cpu(self._servers.postgres.pid),
+                         _proc_cpu(self._servers.nats.pid or 0), *_machine_cpu())
+
+    def start(self) -> None:
+        self._start = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        """Average cores busy in each process since start()."""
+        if self._start is None:
+            raise RuntimeError("CpuMeter.stop() before start()")
+        end, s = self._sample(), self._start
+        wall = max(end.wall - s.wall, 1e-9)
+        return {"bench": (end.bench - s.bench) / wall, "postgres": (end.postgres - s.postgres) / wall,
+                "nats": (end.nats - s.nats) / wall, "machine": (end.machine_busy - s.machine_busy) / wall,
+                "steal": (end.steal - s.steal) / wall}
+
+
+# ---------------------------------------------------------------- machine facts
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _filesystem_of(path: Path) -> str:
+    best, fstype = "", "unknown"
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                _dev, mnt, typ = line.split()[:3]
+                if str(path).startswith(mnt) and len(mnt) > len(best):
+                    best, fstype = mnt, typ
+    except OSError:
+        pass
+    return fstype
+
+
+def fdatasync_us(directory: Path, rounds: int = 200) -> float:
+    """Median microseconds of one 8 KiB write + fdatasync in `directory`: the floor under one commit."""
+    path = directory / "fsync-probe"
+    block = os.urandom(8192)
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for i in range(rounds):
+            t0 = time.perf_counter()
+            os.pwrite(fd, block, (i % 16) * 8192)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return percentile(sorted(times), 50) * 1e6
+
+
+async def machine_facts(servers: Servers, loop_name: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(servers.admin_url)
+    try:
+        pg = {name: await conn.fetchval(f"SHOW {name}") for name in (
+            "server_version", "fsync", "synchronous_commit", "wal_sync_method", "full_page_writes",
+            "shared_buffers", "commit_delay")}
+    finally:
+        await conn.close()
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "loop": loop_name,
+        "postgres": pg,
+        "data_dir": str(servers.data_dir),
+        "filesystem": _filesystem_of(servers.data_dir),
+        "fdatasync_us_p50": fdatasync_us(servers.data_dir),
+    }

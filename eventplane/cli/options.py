@@ -1,0 +1,65 @@
+"""Options shared by the subcommands of `eventplane`, and their resolution.
+
+Each subcommand module adds the options it takes with these helpers and turns
+the parsed arguments into settings with them; the order of precedence
+(flags, environment, endpoints.json, defaults) lives in `eventplane.config`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from eventplane import config
+from eventplane.bus import BusConfig
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help=f"data directory (default: ${config.ENV_DATA_DIR} or ./{config.DEFAULT_DATA_DIR})")
+
+
+def add_database_source(parser: argparse.ArgumentParser) -> None:
+    """--database-url or --data-dir (whose endpoints.json names the database), not both."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--database-url", metavar="URL",
+                        help=f"PostgreSQL URL (default: ${config.ENV_DATABASE_URL}, "
+                             "else the one in the data directory's endpoints.json)")
+    source.add_argument("--data-dir", metavar="DIR",
+                        help="read the database URL from DIR/endpoints.json, written by `eventplane up`")
+
+
+def add_nats_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nats-url", metavar="URL", help=f"NATS URL (default: ${config.ENV_NATS_URL})")
+
+
+def add_bus_options(parser: argparse.ArgumentParser) -> None:
+    d = BusConfig()
+    group = parser.add_argument_group("event stream")
+    group.add_argument("--stream", metavar="NAME",
+                       help=f"JetStream stream of events (default: ${config.ENV_STREAM} or {d.stream})")
+    group.add_argument("--subject-prefix", metavar="P",
+                       help=f"subject prefix of events (default: ${config.ENV_SUBJECT_PREFIX} or {d.subject_prefix})")
+    group.add_argument("--retention-age", metavar="SECONDS",
+                       help="how long the stream keeps an event, in seconds or with s/m/h/d; 0 = for ever "
+                            f"(default: ${config.ENV_RETENTION_AGE} or {d.max_age_seconds:g}s)")
+    group.add_argument("--retention-msgs", metavar="N",
+                       help=f"how many events the stream keeps; 0 = no limit (default: ${config.ENV_RETENTION_MSGS} "
+                            f"or {d.max_msgs})")
+
+
+def add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "--output", choices=("text", "json"), default="text", help="output format")
+
+
+def database_url(args: argparse.Namespace) -> str:
+    return config.resolve_database_url(flag=args.database_url, data_dir=args.data_dir, env=os.environ)
+
+
+def nats_url(args: argparse.Namespace) -> str:
+    return config.resolve_nats_url(flag=args.nats_url, data_dir=getattr(args, "data_dir", None), env=os.environ)
+
+
+def bus_config(args: argparse.Namespace) -> BusConfig:
+    return BusConfig(**config.bus_settings(stream=args.stream, subject_prefix=args.subject_prefix,
+                                           retention_age=args.retention_age, retention_msgs=args.retention_msgs,
+                                           env=os.environ))

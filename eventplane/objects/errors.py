@@ -105,3 +105,45 @@ class ChainBrokenError(EventplaneError):
     def __init__(self, message: str, *, position: int) -> None:
         super().__init__(message)
         self.position = position
+
+
+class UnauthorizedError(EventplaneError):
+    """Credentials were presented and are not valid (a wrong or revoked token)."""
+
+    code = 401
+    reason = "Unauthorized"
+
+
+class ForbiddenError(EventplaneError):
+    """The user is known but may not do this (authorization said no)."""
+
+    code = 403
+    reason = "Forbidden"
+
+
+class MethodNotSupportedError(EventplaneError):
+    code = 405
+    reason = "MethodNotAllowed"
+
+
+class NotAcceptableError(EventplaneError):
+    code = 406
+    reason = "NotAcceptable"
+
+
+class UnsupportedMediaTypeError(EventplaneError):
+    code = 415
+    reason = "UnsupportedMediaType"
+
+
+class TooManyRequestsError(EventplaneError):
+    code = 429
+    reason = "TooManyRequests"
+
+
+class ApplyConflictError(EventplaneError):
+    """Server-side apply would change fields another manager owns; `causes` names each field
+    (reason FieldManagerConflict) and the manager that owns it."""
+
+    code = 409
+    reason = "Conflict"

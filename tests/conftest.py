@@ -76,3 +76,13 @@ async def relay(database_url, servers, bus):
     config, _ = bus
     async with running_relay(database_url, servers.nats_url, config) as r:
         yield r
+
+
+@pytest.fixture
+async def api(database_url, servers, bus, tmp_path):
+    """An API server (with its relay) for this test's database and stream, and a kubeconfig for it."""
+    from tests.support.apiserver import running_api
+
+    config, _ = bus
+    async with running_api(database_url, servers.nats_url, config, tmp_path / "api") as a:
+        yield a

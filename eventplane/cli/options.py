@@ -63,3 +63,20 @@ def bus_config(args: argparse.Namespace) -> BusConfig:
     return BusConfig(**config.bus_settings(stream=args.stream, subject_prefix=args.subject_prefix,
                                            retention_age=args.retention_age, retention_msgs=args.retention_msgs,
                                            env=os.environ))
+
+
+def add_api_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("API server")
+    group.add_argument("--api-port", type=int, default=int(os.environ.get("EVENTPLANE_API_PORT", "6443")),
+                       help="HTTPS port of the Kubernetes API (default: $EVENTPLANE_API_PORT or 6443)")
+    group.add_argument("--bind", default=os.environ.get("EVENTPLANE_BIND", "127.0.0.1"),
+                       help="address the API listens on (default: 127.0.0.1)")
+    group.add_argument("--api-host", action="append", default=[], metavar="NAME",
+                       help="another name or address clients use to reach the API (serving certificate SAN)")
+
+
+def api_config(args: argparse.Namespace, database_url: str, nats_url: str, bus: BusConfig, data_dir):
+    from eventplane.api.server import ApiConfig
+
+    return ApiConfig(database_url=database_url, nats_url=nats_url, data_dir=data_dir, bus=bus, bind=args.bind,
+                     port=args.api_port, hosts=tuple(args.api_host))

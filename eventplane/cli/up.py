@@ -19,12 +19,15 @@ import os
 import signal
 import time
 from contextlib import ExitStack, closing
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
 import asyncpg
 
 from eventplane import config
+from eventplane.api.server import ApiServer
+from eventplane.auth.kubeconfig import default_path, merge_into, write_kubeconfig
 from eventplane.bus import BusConfig, run_relay
 from eventplane.config import ConfigError, Endpoints
 from eventplane.embedded import EmbeddedNats, EmbeddedPostgres
@@ -46,6 +49,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help=f"use this PostgreSQL instead of an embedded one (default: ${config.ENV_DATABASE_URL})")
     options.add_nats_url(p)
     options.add_bus_options(p)
+    options.add_api_options(p)
+    p.add_argument("--no-kubeconfig-merge", action="store_true",
+                   help="write DIR/kubeconfig only; leave ~/.kube/config alone")
     p.set_defaults(func=up_command)
 
 
@@ -81,10 +87,11 @@ def up_command(args: argparse.Namespace) -> int:
                   **({"postgres": pg.pid} if pg else {}), **({"nats": nats.pid} if nats else {})},
             embedded={"postgres": pg is not None, "nats": nats is not None},
             bus={"stream": bus.stream, "subject_prefix": bus.subject_prefix})
-        return run(_serve(stop, data_dir, endpoints, bus))
+        return run(_serve(stop, data_dir, endpoints, bus, args))
 
 
-async def _serve(stop: StopRequest, data_dir: Path, endpoints: Endpoints, bus: BusConfig) -> int:
+async def _serve(stop: StopRequest, data_dir: Path, endpoints: Endpoints, bus: BusConfig,
+                 args: argparse.Namespace) -> int:
     async def components() -> None:
         conn = await asyncpg.connect(endpoints.database_url)
         try:
@@ -92,10 +99,18 @@ async def _serve(stop: StopRequest, data_dir: Path, endpoints: Endpoints, bus: B
         finally:
             await conn.close()
         log.info("migrations: %s", ", ".join(applied) if applied else "nothing to apply")
-        path = endpoints.write(data_dir)
-        print(summary(data_dir, path, endpoints), flush=True)
+        api = ApiServer(options.api_config(args, endpoints.database_url, endpoints.nats_url, bus, data_dir))
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(run_relay(endpoints.database_url, endpoints.nats_url, bus), name="relay")
+            await api.start()
+            try:
+                kubeconfig = write_admin_kubeconfig(api, data_dir, merge=not args.no_kubeconfig_merge)
+                final = replace(endpoints, api_url=api.url, kubeconfig=str(kubeconfig))
+                path = final.write(data_dir)
+                print(summary(data_dir, path, final), flush=True)
+                await asyncio.Event().wait()
+            finally:
+                await asyncio.shield(api.stop())
 
     try:
         stopped = await run_until_stopped(stop, components())
@@ -109,6 +124,18 @@ async def _serve(stop: StopRequest, data_dir: Path, endpoints: Endpoints, bus: B
     return 0
 
 
+def write_admin_kubeconfig(api: ApiServer, data_dir: Path, *, merge: bool) -> Path:
+    """DIR/kubeconfig for the admin, merged into the user's kubeconfig as kind does (unless told not to)."""
+    path = data_dir / "kubeconfig"
+    write_kubeconfig(path, server_url=api.url, ca_pem=api.pki.ca_pem, user_name="eventplane-admin",
+                     token=api.admin_token)
+    if merge:
+        target = default_path()
+        merge_into(target, path)
+        log.info("merged context eventplane into %s and made it current", target)
+    return path
+
+
 def summary(data_dir: Path, endpoints_path: Path, e: Endpoints) -> str:
     def how(name: str) -> str:
         return f"embedded, pid {e.pids[name]}" if e.embedded.get(name) else "external"
@@ -118,7 +145,8 @@ def summary(data_dir: Path, endpoints_path: Path, e: Endpoints) -> str:
         f"  database    {e.database_url}  ({how('postgres')})",
         f"  nats        {e.nats_url}  ({how('nats')})",
         f"  events      stream {e.bus['stream']}, subjects {e.bus['subject_prefix']}.>",
-        "  api         not yet (the Kubernetes API comes in a later release)",
+        f"  api         {e.api_url}",
+        f"  kubeconfig  {e.kubeconfig}",
         f"  endpoints   {endpoints_path}",
         "Stop with Ctrl-C.",
     ])

@@ -69,6 +69,17 @@ class EventStore:
     async def list(self, *, group: str, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
         return await reads.list_objects(self.pool, group=group, resource=resource, namespace=namespace)
 
+    async def list_snapshot(self, *, group: str, resource: str, namespace: str | None = None,
+                            after_key: str = "", limit: int | None = None
+                            ) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
+        return await reads.list_snapshot(self.pool, group=group, resource=resource, namespace=namespace,
+                                         after_key=after_key, limit=limit)
+
+    async def list_at(self, position: int, *, group: str, resource: str, namespace: str | None = None,
+                      after_key: str = "", limit: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+        return await reads.list_at(self.pool, position, group=group, resource=resource, namespace=namespace,
+                                   after_key=after_key, limit=limit)
+
     async def verify(self, *, start: int = 1, end: int | None = None) -> VerifyResult:
         async with self.pool.acquire() as conn:
             return await verify_chain(conn, start=start, end=end)

@@ -99,6 +99,37 @@ async def list_objects(conn: asyncpg.Connection | asyncpg.Pool, *, group: str, r
     return [_with_version(r["payload"], r["resource_version"]) for r in rows]
 
 
+async def list_snapshot(pool: asyncpg.Pool, *, group: str, resource: str, namespace: str | None = None,
+                        after_key: str = "", limit: int | None = None) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
+    """Live objects (key, object) and the head of the log, read in one snapshot, so that the
+    list's resourceVersion (the head) says exactly which writes it contains."""
+    low, high = _key_range(group, resource, namespace)
+    async with pool.acquire() as conn:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            head_position = await head(conn)
+            rows = await conn.fetch(
+                "SELECT o.stream, o.resource_version, e.payload FROM objects o "
+                "JOIN events e ON e.position = o.resource_version "
+                "WHERE o.stream >= $1 AND o.stream < $2 AND o.stream > $3 ORDER BY o.stream LIMIT $4",
+                low, high, after_key, limit)
+    return head_position, [(r["stream"], _with_version(r["payload"], r["resource_version"])) for r in rows]
+
+
+async def list_at(conn: asyncpg.Connection | asyncpg.Pool, position: int, *, group: str, resource: str,
+                  namespace: str | None = None, after_key: str = "",
+                  limit: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The objects that were live right after `position` (time travel over a whole list)."""
+    low, high = _key_range(group, resource, namespace)
+    rows = await conn.fetch(
+        "SELECT stream, position, payload FROM ("
+        "  SELECT DISTINCT ON (stream) stream, position, type, payload FROM events"
+        "  WHERE stream >= $1 AND stream < $2 AND stream > $3 AND position <= $4"
+        "  ORDER BY stream, stream_version DESC) AS latest "
+        "WHERE type <> 'Deleted' ORDER BY stream LIMIT $5",
+        max(low, after_key) if after_key else low, high, after_key, position, limit)
+    return [(r["stream"], _with_version(r["payload"], r["position"])) for r in rows]
+
+
 def _key_range(group: str, resource: str, namespace: str | None) -> tuple[str, str]:
     prefix = f"{group or 'core'}/{resource}/" + (f"{namespace}/" if namespace is not None else "")
     return prefix, prefix[:-1] + chr(ord("/") + 1)

@@ -1,0 +1,134 @@
+"""The API server's HTTP application: health and version, discovery, OpenAPI, and the
+resource paths; authentication and Kubernetes Status errors as middleware.
+
+Fed by aiohttp over TLS (server.py); hands resource requests to rest.py.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import uuid
+from collections.abc import Callable
+
+from aiohttp import web
+
+from eventplane.objects import errors
+from eventplane.objects.schema import Catalog
+
+from . import codec, discovery
+from .openapi import OpenAPI
+from .rest import ResourceHandler
+
+log = logging.getLogger("eventplane.api")
+
+PUBLIC_PATHS = {"/livez", "/readyz", "/healthz", "/version"}
+VERSION_INFO = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-eventplane", "gitCommit": "eventplane",
+                "gitTreeState": "clean", "buildDate": "2026-11-28T00:00:00Z",
+                "goVersion": f"python{platform.python_version()}", "compiler": "cpython",
+                "platform": f"linux/{'amd64' if platform.machine() == 'x86_64' else platform.machine()}"}
+
+
+_HTTP_ERRORS: dict[int, type[errors.EventplaneError]] = {
+    404: errors.NotFoundError, 405: errors.MethodNotSupportedError, 413: errors.RequestEntityTooLargeError,
+    415: errors.UnsupportedMediaTypeError}
+
+
+def _status_response(exc: errors.EventplaneError) -> web.Response:
+    return web.Response(body=codec.encode(exc.to_status()), status=exc.code, content_type="application/json")
+
+
+def build_app(*, authenticate: Callable, catalog: Callable[[], Catalog], resources: ResourceHandler,
+              openapi: Callable[[], OpenAPI], ready: Callable[[], bool], server_address: str) -> web.Application:
+    @web.middleware
+    async def errors_and_auth(request: web.Request, handler):
+        request["request_id"] = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+        try:
+            user = authenticate(request)
+            if user is None and request.path.rstrip("/") not in PUBLIC_PATHS and \
+                    not request.path.startswith(("/livez/", "/readyz/", "/healthz/")):
+                raise errors.UnauthorizedError("Unauthorized")
+            request["user"] = user
+            return await handler(request)
+        except errors.EventplaneError as exc:
+            return _status_response(exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # aiohttp's own refusals (body too large, bad method) answered as Kubernetes would
+            cls = _HTTP_ERRORS.get(exc.status, errors.BadRequestError)
+            return _status_response(cls(exc.text or exc.reason))
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return _status_response(errors.EventplaneError("an internal error occurred; see the server log"))
+
+    app = web.Application(middlewares=[errors_and_auth], client_max_size=3 * 1024 * 1024)
+
+    async def health(request: web.Request) -> web.Response:
+        if request.path.startswith("/readyz") and not ready():
+            return web.Response(text="[-]eventplane not ready\nreadyz check failed", status=500)
+        return web.Response(text="ok")
+
+    async def version(_request: web.Request) -> web.Response:
+        return web.json_response(VERSION_INFO)
+
+    def negotiated(request: web.Request, *, core: bool) -> web.Response | None:
+        v = discovery.aggregated_version(codec.parse_accept(request.headers.get("Accept")))
+        if v is None:
+            return None
+        return web.Response(body=codec.encode(discovery.aggregated(catalog(), core=core, version=v)),
+                            headers={"Content-Type": discovery.AGGREGATED.format(v=v)})
+
+    async def api_root(request: web.Request) -> web.Response:
+        return negotiated(request, core=True) or web.json_response(discovery.api_versions(server_address))
+
+    async def apis_root(request: web.Request) -> web.Response:
+        return negotiated(request, core=False) or web.json_response(discovery.api_group_list(catalog()))
+
+    async def core_v1(_request: web.Request) -> web.Response:
+        return web.json_response(discovery.resource_list(catalog(), "", "v1"))
+
+    async def group(request: web.Request) -> web.Response:
+        doc = discovery.api_group(catalog(), request.match_info["group"])
+        if doc is None:
+            raise errors.NotFoundError("the server could not find the requested resource")
+        return web.json_response(doc)
+
+    async def group_version(request: web.Request) -> web.Response:
+        doc = discovery.resource_list(catalog(), request.match_info["group"], request.match_info["version"])
+        if doc is None:
+            raise errors.NotFoundError("the server could not find the requested resource")
+        return web.json_response(doc)
+
+    async def openapi_v2(_request: web.Request) -> web.Response:
+        return web.Response(body=openapi().v2(), content_type="application/json")
+
+    async def openapi_v3_index(_request: web.Request) -> web.Response:
+        return web.json_response(openapi().v3_index())
+
+    async def openapi_v3(request: web.Request) -> web.Response:
+        doc = openapi().v3(request.match_info["tail"])
+        if doc is None:
+            raise errors.NotFoundError("the server could not find the requested resource")
+        return web.Response(body=doc, content_type="application/json",
+                            headers={"Cache-Control": "public, immutable"} if "hash" in request.query else {})
+
+    for path in ("/livez", "/readyz", "/healthz"):
+        app.router.add_get(path, health)
+        app.router.add_get(path + "/{check:.*}", health)
+    app.router.add_get("/version", version)
+    app.router.add_get("/api", api_root)
+    app.router.add_get("/api/", api_root)
+    app.router.add_get("/apis", apis_root)
+    app.router.add_get("/apis/", apis_root)
+    app.router.add_get("/api/v1", core_v1)
+    app.router.add_get("/api/v1/", core_v1)
+    app.router.add_get("/apis/{group}", group)
+    app.router.add_get("/apis/{group}/", group)
+    app.router.add_get("/apis/{group}/{version}", group_version)
+    app.router.add_get("/apis/{group}/{version}/", group_version)
+    app.router.add_get("/openapi/v2", openapi_v2)
+    app.router.add_get("/openapi/v3", openapi_v3_index)
+    app.router.add_get("/openapi/v3/{tail:.+}", openapi_v3)
+    app.router.add_route("*", "/api/{tail:.+}", resources.__call__)
+    app.router.add_route("*", "/apis/{tail:.+}", resources.__call__)
+    return app

@@ -1,0 +1,129 @@
+"""The API server's watch cache: one subscription to the EVENTS stream, fanned out to
+every watch request of this process.
+
+Fed by the bus (a Subscription from the head at start-up); consumed by watch
+requests, which get the recent events they ask for from a ring buffer and the
+rest as they arrive. A request for a position older than the buffer gets its
+own subscription from that position (or 410 Gone when the stream no longer
+keeps it). `wait_for(position)` lets a reader wait until this process has
+seen a write it knows was committed.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+
+from eventplane.bus import BusConfig, Subscription
+from eventplane.objects.events import Event
+
+log = logging.getLogger("eventplane.watchcache")
+
+BUFFER = 20_000
+
+
+@dataclass
+class Change:
+    """One event as watchers see it; the object is decoded once and shared."""
+
+    event: Event
+    _object: dict[str, Any] | None = None
+
+    @property
+    def object(self) -> dict[str, Any]:
+        if self._object is None:
+            self._object = self.event.object()
+        return self._object
+
+
+class WatchCache:
+    def __init__(self, nc: nats.NATS, config: BusConfig, *, start_after: int, buffer: int = BUFFER) -> None:
+        self._nc = nc
+        self._config = config
+        self.position = start_after  # the last position this cache has seen
+        self._buffer: collections.deque[Change] = collections.deque(maxlen=buffer)
+        self._listeners: set[asyncio.Queue] = set()
+        self._advanced = asyncio.Condition()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        sub = Subscription(self._nc, self._config, after=self.position)
+        await sub.start()
+        self._task = asyncio.create_task(self._consume(sub), name="watch-cache")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _consume(self, sub: Subscription) -> None:
+        try:
+            async for event in sub:
+                change = Change(event)
+                self._buffer.append(change)
+                self.position = event.position
+                for q in self._listeners:
+                    q.put_nowait(change)
+                async with self._advanced:
+                    self._advanced.notify_all()
+        finally:
+            await sub.close()
+
+    async def wait_for(self, position: int, timeout: float) -> bool:
+        """True once this cache has seen `position`; False after `timeout` seconds."""
+        if self.position >= position:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._advanced:
+                    await self._advanced.wait_for(lambda: self.position >= position)
+            return True
+        except TimeoutError:
+            return False
+
+    def oldest(self) -> int:
+        """The lowest `after` a watch can start from out of the buffer."""
+        return self._buffer[0].event.position - 1 if self._buffer else self.position
+
+    async def changes(self, after: int, accept: Callable[[Event], bool]) -> AsyncIterator[Change]:
+        """Every accepted change after `after`, in order: from the buffer, then live."""
+        queue: asyncio.Queue[Change] = asyncio.Queue()
+        self._listeners.add(queue)
+        try:
+            if after < self.oldest():
+                async for change in self._from_stream(after, accept, queue):
+                    yield change
+                return
+            last = after
+            for change in list(self._buffer):
+                if change.event.position > last and accept(change.event):
+                    last = change.event.position
+                    yield change
+            while True:
+                change = await queue.get()
+                if change.event.position > last and accept(change.event):
+                    last = change.event.position
+                    yield change
+        finally:
+            self._listeners.discard(queue)
+
+    async def _from_stream(self, after: int, accept: Callable[[Event], bool],
+                           queue: asyncio.Queue[Change]) -> AsyncIterator[Change]:
+        """An old position: read it from the stream until we meet the live queue."""
+        last = after
+        async with Subscription(self._nc, self._config, after=after) as sub:
+            while last < self.position:
+                event = await sub.next(timeout=30)
+                last = event.position
+                if accept(event):
+                    yield Change(event)
+        while True:
+            change = await queue.get()
+            if change.event.position > last and accept(change.event):
+                last = change.event.position
+                yield change

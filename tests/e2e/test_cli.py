@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,6 +32,12 @@ CLI = [sys.executable, "-m", "eventplane.cli.server"]
 START_DEADLINE = 60.0
 STOP_DEADLINE = 30.0
 CONTEXT = Context(actor="test", verb="create")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -91,7 +98,9 @@ def launch(tmp_path):
     launched: list[Launched] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> Launched:
-        p = Launched(list(args), tmp_path, env or clean_env())
+        # Each `up` gets its own API port and its own HOME, so ~/.kube/config is the test's.
+        env = {**(env or clean_env()), "EVENTPLANE_API_PORT": str(free_port()), "HOME": str(tmp_path / "home")}
+        p = Launched(list(args), tmp_path, env)
         launched.append(p)
         return p
 
@@ -116,7 +125,7 @@ async def wait_until_up(data_dir: Path, process: Launched) -> dict:
         # endpoints.json may still be an earlier `up`'s: wait for this one's.
         if r.code == 0 and endpoints(data_dir)["pids"]["eventplane"] == process.pid:
             report = json.loads(r.out)
-            if report["database"]["up"] and report["nats"]["up"]:
+            if report["database"]["up"] and report["nats"]["up"] and (report["api"] or {}).get("up"):
                 return report
         assert time.monotonic() < deadline, f"not up within {START_DEADLINE}s: {r}\n" + process.output()
         await asyncio.sleep(0.2)
@@ -147,6 +156,12 @@ def configmap(name: str, **data: str) -> Append:
     obj = {"apiVersion": "v1", "kind": "ConfigMap",
            "metadata": {"name": name, "namespace": "default", "uid": uid}, "data": data}
     return Append(StreamId("", "configmaps", "default", name), "Created", obj, uid=uid)
+
+
+async def head_of(database_url: str) -> int:
+    """Positions already taken (the API server's bootstrap namespaces among them)."""
+    async with EventStore.connect(database_url) as store:
+        return await store.head()
 
 
 async def append_configmaps(database_url: str, count: int) -> None:
@@ -181,13 +196,15 @@ async def test_up_stops_cleanly_and_resumes_with_its_data(tmp_path, launch):
     up = launch("up", "--data-dir", str(data))
     report = await wait_until_up(data, up)
     assert report["data_dir"] == str(data)
-    assert report["api"] is None and report["kubeconfig"] is None
+    assert report["api"]["url"].startswith("https://127.0.0.1:") and report["api"]["up"]
+    assert report["kubeconfig"] == str(data / "kubeconfig")
     first = endpoints(data)
     assert first["embedded"] == {"postgres": True, "nats": True}
     assert (data / "postgres" / "PG_VERSION").exists()
 
+    base = await head_of(first["database_url"])
     await append_configmaps(first["database_url"], 5)
-    assert await stream_last_seq(first["nats_url"], "EVENTS", at_least=5) == 5  # up runs the relay
+    assert await stream_last_seq(first["nats_url"], "EVENTS", at_least=base + 5) == base + 5  # up runs the relay
 
     assert await up.stop(signal.SIGTERM) == 0, up.output()
     assert gone(first["pids"]["postgres"]) and gone(first["pids"]["nats"])
@@ -198,9 +215,9 @@ async def test_up_stops_cleanly_and_resumes_with_its_data(tmp_path, launch):
     await wait_until_up(data, again)
     second = endpoints(data)
     async with EventStore.connect(second["database_url"]) as store:
-        assert await store.head() == 5
+        assert await store.head() == base + 5
     r = await eventplane("verify", "--data-dir", str(data))
-    assert (r.code, r.out.strip()) == (0, "ok: 5 events verified (positions 1..5)"), r
+    assert (r.code, r.out.strip()) == (0, f"ok: {base + 5} events verified (positions 1..{base + 5})"), r
     assert await again.stop(signal.SIGINT) == 0, again.output()
     assert gone(second["pids"]["postgres"]) and gone(second["pids"]["nats"])
 
@@ -210,6 +227,7 @@ async def test_up_after_a_killed_up_resumes_and_no_server_outlives_it(tmp_path, 
     data = tmp_path / "data"
     up = launch("up", "--data-dir", str(data))
     await wait_until_up(data, up)
+    base = await head_of(endpoints(data)["database_url"])
     await append_configmaps(endpoints(data)["database_url"], 2)
     left = endpoints(data)["pids"]
     assert await up.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -221,7 +239,7 @@ async def test_up_after_a_killed_up_resumes_and_no_server_outlives_it(tmp_path, 
         await wait_until_up(data, second)
         assert gone(left["postgres"]) and gone(left["nats"])
         async with EventStore.connect(endpoints(data)["database_url"]) as store:
-            assert await store.head() == 2
+            assert await store.head() == base + 2
 
         r = await eventplane("up", "--data-dir", str(data), timeout=30)
         assert r.code == 1 and f"already running on {data}" in r.err, r
@@ -255,15 +273,16 @@ async def test_up_uses_existing_servers_by_url(tmp_path, launch):
         finally:
             await conn.close()
 
+        base = await head_of(pg.url)
         nc = await nats.connect(ns.url)
         try:
-            seen = await nc.subscribe("ep.ev.>")
+            seen = await nc.subscribe("ep.ev.core.configmaps.>")
             await append_configmaps(pg.url, 1)
             msg = await seen.next_msg(timeout=15)
             assert msg.subject == "ep.ev.core.configmaps.default.cm-0._"
         finally:
             await nc.close()
-        assert await stream_last_seq(ns.url, "EVENTS", at_least=1) == 1
+        assert await stream_last_seq(ns.url, "EVENTS", at_least=base + 1) == base + 1
 
         assert await up.stop() == 0, up.output()
         conn = await asyncpg.connect(pg.url)  # existing servers are not ours to stop
@@ -347,3 +366,23 @@ async def test_projections_rebuild_counts_live_objects(store, database_url):
     r = await eventplane("projections", "rebuild", "--database-url", database_url)
     assert (r.code, r.out.strip()) == (0, "rebuilt objects: 2 live objects"), r
     assert [o["metadata"]["name"] for o in await store.list(group="", resource="configmaps")] == ["cm-1", "cm-2"]
+
+
+@pytest.mark.slow
+async def test_up_serves_the_kubernetes_api_and_plain_kubectl_works(tmp_path, launch):
+    """After `up`, a plain `kubectl get ns` works: the eventplane context was merged into ~/.kube/config."""
+    data = tmp_path / "data"
+    home = tmp_path / "home"
+    up = launch("up", "--data-dir", str(data))
+    await wait_until_up(data, up)
+    e = endpoints(data)
+    assert e["api_url"].startswith("https://127.0.0.1:") and Path(e["kubeconfig"]).exists()
+    proc = await asyncio.create_subprocess_exec(
+        "kubectl", "get", "ns", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**clean_env(), "HOME": str(home), "KUBECONFIG": ""})
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert "default" in out.decode() and "kube-system" in out.decode()
+    config = (home / ".kube" / "config").read_text()
+    assert "current-context: eventplane" in config
+    assert await up.stop(signal.SIGTERM) == 0, up.output()

@@ -14,6 +14,8 @@ import yaml
 
 from eventplane.objects import errors
 
+from . import protobuf
+
 JSON = "application/json"
 YAML = "application/yaml"
 JSON_PATCH = "application/json-patch+json"
@@ -113,6 +115,8 @@ def decode(body: bytes, content_type: str | None) -> Any:
     ctype = (content_type or JSON).split(";")[0].strip().lower()
     if not body:
         raise errors.BadRequestError("the request body is empty")
+    if ctype == protobuf.MEDIA_TYPE:
+        return protobuf.decode_protobuf(body)  # kubectl 1.32+ sends built-in kinds this way
     try:
         if ctype in (YAML, APPLY_PATCH, "application/yml", "text/yaml"):
             return yaml.load(body.decode("utf-8"), Loader=_UniqueKeyLoader)

@@ -21,6 +21,7 @@ from eventplane.objects.schema import Catalog, custom_resource
 from eventplane.store import EventStore
 
 from .app import build_app
+from .natsapi import NatsApi
 from .openapi import OpenAPI
 from .registry import Caller, Registry, WriteOptions, stream_of
 from .rest import ResourceHandler
@@ -42,6 +43,7 @@ class ApiConfig:
     bind: str = "127.0.0.1"
     port: int = 6443
     hosts: tuple[str, ...] = ()
+    nats_api_prefix: str = "ep.api"
 
     @property
     def url(self) -> str:
@@ -63,6 +65,8 @@ class ApiServer:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._ready = False
+        self.authenticator: Authenticator | None = None
+        self.natsapi: NatsApi | None = None
 
     @property
     def url(self) -> str:
@@ -75,12 +79,17 @@ class ApiServer:
 
     async def start(self) -> None:
         c = self.config
+        if c.nats_api_prefix == c.bus.subject_prefix or c.nats_api_prefix.startswith(c.bus.subject_prefix + "."):
+            # the EVENTS stream would capture API requests, and sequence == position would break
+            raise ValueError(f"the NATS API prefix {c.nats_api_prefix!r} lies inside the event subjects "
+                             f"{c.bus.subject_prefix!r}.>")
         c.data_dir.mkdir(parents=True, exist_ok=True)
         hosts = sorted({c.bind, "127.0.0.1", "localhost", "::1", *c.hosts} - {"0.0.0.0", "::"})
         self.pki = ensure_pki(c.data_dir / "pki", hosts=hosts)
         token_path = c.data_dir / "tokens.csv"
         self.admin_token = ensure_admin_token(token_path)
         authenticator = Authenticator(TokenFile.load(token_path), self.pki.ca_cert)
+        self.authenticator = authenticator
 
         self.store = await EventStore.open(c.database_url, max_size=20)
         self.nc = await nats.connect(c.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
@@ -106,16 +115,21 @@ class ApiServer:
 
         app = build_app(authenticate=authenticate, catalog=lambda: self.catalog, resources=handler,
                         openapi=self.openapi, ready=lambda: self._ready, server_address=f"{c.bind}:{c.port}")
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # handler_cancellation: a watch whose client went away ends at once, not at its next write
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, c.bind, c.port, ssl_context=self.pki.server_ssl_context(),
                            reuse_address=True)
         await site.start()
+        self.natsapi = NatsApi(self, prefix=c.nats_api_prefix)
+        await self.natsapi.start()
         self._ready = True
         log.info("API server listening on %s", c.url)
 
     async def stop(self) -> None:
         self._ready = False
+        if self.natsapi:
+            await self.natsapi.stop()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

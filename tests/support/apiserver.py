@@ -102,7 +102,7 @@ async def running_api(database_url: str, nats_url: str, bus: BusConfig, data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     async with running_relay(database_url, nats_url, bus):
         server = ApiServer(ApiConfig(database_url=database_url, nats_url=nats_url, data_dir=data_dir, bus=bus,
-                                     port=free_port()))
+                                     port=free_port(), nats_api_prefix=bus.subject_prefix.rsplit(".", 1)[0] + ".api"))
         await server.start()
         try:
             kubeconfig = data_dir / "kubeconfig"

@@ -32,6 +32,7 @@ class Change:
     """One event as watchers see it; the object is decoded once and shared."""
 
     event: Event
+    previous: Change | None = None  # this stream's change before, when the cache has seen it
     _object: dict[str, Any] | None = None
 
     @property
@@ -48,6 +49,9 @@ class WatchCache:
         self.position = start_after  # the last position this cache has seen
         self._buffer: collections.deque[Change] = collections.deque(maxlen=buffer)
         self._listeners: set[asyncio.Queue] = set()
+        # The last change of every stream seen since start: lets a filtered watch tell an object
+        # that starts or stops matching its selector (sent as ADDED or DELETED, as Kubernetes does).
+        self._last: dict[str, Change] = {}
         self._advanced = asyncio.Condition()
         self._task: asyncio.Task | None = None
 
@@ -64,7 +68,14 @@ class WatchCache:
     async def _consume(self, sub: Subscription) -> None:
         try:
             async for event in sub:
-                change = Change(event)
+                key = event.stream.key
+                change = Change(event, self._last.get(key))
+                if change.previous is not None:
+                    change.previous.previous = None  # keep one step of history, not a chain
+                if event.type == "Deleted":
+                    self._last.pop(key, None)
+                else:
+                    self._last[key] = change
                 self._buffer.append(change)
                 self.position = event.position
                 for q in self._listeners:

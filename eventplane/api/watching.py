@@ -112,15 +112,31 @@ class Watches:
                 change = pending.result()
                 pending = None
                 last = change.event.position
-                obj = change.object
-                if not matches(obj):
+                kind = _watch_type(change, matches)
+                if kind is None:
                     continue
-                obj = self.registry._as_version(info, dict(obj))
-                await _send(response, _TYPE.get(change.event.type, "MODIFIED"), obj)
+                obj = self.registry._as_version(info, dict(change.object))
+                await _send(response, kind, obj)
         finally:
             if pending is not None:
                 pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)  # let the generator stop first
             await changes.aclose()
+
+
+def _watch_type(change, matches) -> str | None:
+    """ADDED, MODIFIED or DELETED as this watch sees it: with a selector, an object that starts
+    matching is ADDED and one that stops matching is DELETED (its new state is sent)."""
+    kind = _TYPE.get(change.event.type, "MODIFIED")
+    now = matches(change.object)
+    if kind != "MODIFIED" or change.previous is None:
+        return kind if now else None
+    before = matches(change.previous.object)
+    if now and before:
+        return "MODIFIED"
+    if now:
+        return "ADDED"
+    return "DELETED" if before else None
 
 
 async def _still_kept(watches: Watches, after: int) -> bool:

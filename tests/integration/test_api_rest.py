@@ -348,3 +348,23 @@ async def test_concurrent_creates_all_land_with_distinct_versions(api):
     assert all(r[0] == 201 for r in results)
     versions = {r[1]["metadata"]["resourceVersion"] for r in results}
     assert len(versions) == 40
+
+
+async def test_a_filtered_watch_sees_objects_enter_and_leave_the_selection(api):
+    _, c, _ = await api.http("POST", CM, body=configmap("sel"))
+    rv = c["metadata"]["resourceVersion"]
+    ssl_ctx = __import__("ssl").create_default_context(cadata=api.server.pki.ca_pem.decode())
+    headers = {"Authorization": f"Bearer {api.server.admin_token}"}
+    got = []
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{api.url}{CM}?watch=true&resourceVersion={rv}&labelSelector=color%3Dred"
+                               "&timeoutSeconds=10", headers=headers, ssl=ssl_ctx) as resp:
+            for color in ("red", "red", "blue"):
+                await api.http("PATCH", f"{CM}/sel", body={"metadata": {"labels": {"color": color}},
+                                                           "data": {"c": color}},
+                               content_type="application/merge-patch+json")
+            async for line in resp.content:
+                got.append(json.loads(line))
+                if len(got) == 3:
+                    break
+    assert [e["type"] for e in got] == ["ADDED", "MODIFIED", "DELETED"]

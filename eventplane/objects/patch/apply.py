@@ -95,7 +95,10 @@ def server_side_apply(live: Mapping[str, Any] | None, applied: Mapping[str, Any]
         fields = entry.fields
         if key != me:
             fields = fields - conflicts.get(key, frozenset()) - change.removed
-        if fields:
+        if fields or (key == me and (previous is None or not previous.fields)):
+            # An applier that never owned anything (a bare Namespace) keeps its entry, so the object
+            # records that it was applied and the next identical apply is a no-op; one that withdraws
+            # everything it owned goes.
             result[key] = replace(entry, fields=fields)
     if me in result and (previous is None or not json_equal(current, merged)):
         # The applier's time moves when the object changed (or the entry is new), as in Kubernetes.

@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks in bench/: embedded servers in a temp dir,
 fresh databases, the payload every benchmark writes, percentiles, CPU
-accounting per process, machine facts and the event loop.
+accounting per process, machine facts, the event loop, child processes of
+ours stopped by PID, pacing, and SIGTERM handling.
 
 Benchmarks are not tests: nothing here asserts; everything here measures or
 describes the machine the figures came from.
@@ -10,21 +11,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import os
 import platform
 import resource
 import shutil
+import signal
+import socket
+import subprocess
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from eventplane.embedded import EmbeddedNats, EmbeddedPostgres
+from eventplane.embedded.lifetime import die_with_parent
 
 _db_ids = itertools.count(1)
 
@@ -108,14 +115,15 @@ NAMESPACE = "bench"
 _DATA_VALUE = "x" * 56
 
 
-def configmap(name: str, *, writer: int, seq: int, uid: str | None = None) -> dict[str, Any]:
+def configmap(name: str, *, writer: int, seq: int, uid: str | None = None,
+              namespace: str = NAMESPACE) -> dict[str, Any]:
     """A ConfigMap-like object of about 500 bytes once msgpack-encoded."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
             "name": name,
-            "namespace": NAMESPACE,
+            "namespace": namespace,
             "uid": uid or str(uuid.uuid4()),
             "labels": {"app": "bench", "tier": "backend", "writer": str(writer),
                        "app.kubernetes.io/managed-by": "eventplane-bench"},
@@ -182,6 +190,23 @@ def _machine_cpu() -> tuple[float, float]:
     return (user + nice + system + irq + softirq) / _TICK, steal / _TICK
 
 
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (all its threads) in seconds, from /proc/PID/stat; 0 when it is gone."""
+    return _proc_cpu(pid)
+
+
+def sched_seconds(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of a process's main thread, from
+    /proc/PID/schedstat; (0, 0) when it is gone. On a busy machine the second says how much more CPU
+    the thread would have used: an event loop that is busy + waiting ≈ 1 core is CPU-bound."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            on_cpu, waiting = f.read().split()[:2]
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        return 0.0, 0.0
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
 @dataclass
 class CpuSample:
     wall: float
@@ -190,24 +215,29 @@ class CpuSample:
     nats: float
     machine_busy: float
     steal: float
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 class CpuMeter:
     """Cores used by this process, PostgreSQL (postmaster + backends), nats-server and the whole
     machine (anyone's processes, without steal) over a window, and cores stolen by the hypervisor.
+    `extra` names more processes to account for by PID (e.g. an API server run as a child process);
+    each appears in the result under its name.
 
     Backends that exit inside the window take their CPU with them, so take the
     end sample before closing pools.
     """
 
-    def __init__(self, servers: Servers) -> None:
+    def __init__(self, servers: Servers, extra: dict[str, int] | None = None) -> None:
         self._servers = servers
+        self._extra = dict(extra or {})
         self._start: CpuSample | None = None
 
     def _sample(self) -> CpuSample:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return CpuSample(time.perf_counter(), ru.ru_utime + ru.ru_stime, _tree_cpu(self._servers.postgres.pid),
-                         _proc_cpu(self._servers.nats.pid or 0), *_machine_cpu())
+                         _proc_cpu(self._servers.nats.pid or 0), *_machine_cpu(),
+                         extra={name: _proc_cpu(pid) for name, pid in self._extra.items()})
 
     def start(self) -> None:
         self._start = self._sample()
@@ -220,7 +250,8 @@ class CpuMeter:
         wall = max(end.wall - s.wall, 1e-9)
         return {"bench": (end.bench - s.bench) / wall, "postgres": (end.postgres - s.postgres) / wall,
                 "nats": (end.nats - s.nats) / wall, "machine": (end.machine_busy - s.machine_busy) / wall,
-                "steal": (end.steal - s.steal) / wall}
+                "steal": (end.steal - s.steal) / wall,
+                **{name: (end.extra[name] - s.extra[name]) / wall for name in self._extra}}
 
 
 # ---------------------------------------------------------------- machine facts
@@ -285,3 +316,138 @@ async def machine_facts(servers: Servers, loop_name: str) -> dict[str, Any]:
         "filesystem": _filesystem_of(servers.data_dir),
         "fdatasync_us_p50": fdatasync_us(servers.data_dir),
     }
+
+
+# ---------------------------------------------------------------- child processes
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the usual small race applies)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ChildProcess:
+    """A command of ours run as a child process (e.g. `python -m eventplane.cli.server apiserver …`),
+    its stdout and stderr in a log file, stopped by its PID.
+
+    The child runs in its own session (a Ctrl-C in the terminal reaches only the
+    benchmark, which then stops it in order) and gets SIGTERM from the kernel
+    should the benchmark die without cleaning up (PR_SET_PDEATHSIG).
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self.env = env
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError(f"{self.name} was not started")
+        return self._process.pid
+
+    def start(self) -> ChildProcess:
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
+                                             preexec_fn=die_with_parent)
+        return self
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def cpu_seconds(self) -> float:
+        return _proc_cpu(self.pid) if self._process is not None else 0.0
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM to the PID, SIGKILL after `timeout`; the exit status (None if never started)."""
+        p = self._process
+        if p is None:
+            return None
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, signal.SIGTERM)
+                p.wait(timeout)
+            except ProcessLookupError:
+                pass
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+        return p.returncode
+
+
+@contextlib.contextmanager
+def child_processes() -> Iterator[list[ChildProcess]]:
+    """A list to start children into; on any exit every one is stopped by PID, the last started first."""
+    children: list[ChildProcess] = []
+    try:
+        yield children
+    finally:
+        # A second SIGTERM must not cut this short and leave children running.
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if main_thread else None
+        try:
+            for child in reversed(children):
+                child.stop()
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------- pacing and running
+
+async def paced(rate: float, seconds: float, workers: int, op: Callable[[int, int], Awaitable[None]]) -> dict:
+    """Operation k is due at t0 + k/rate; worker w does k = w, w+W, w+2W… each awaited before the next.
+
+    A worker that falls behind fires at once, so a slow path shows as a lower
+    achieved rate and a larger `behind_ms`, not as a silently easier test.
+    """
+    total = max(1, int(rate * seconds))
+    t0 = time.perf_counter() + 0.005
+    behind = [0.0]
+
+    async def worker(w: int) -> None:
+        for k in range(w, total, workers):
+            delay = t0 + k / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                behind[0] = max(behind[0], -delay)
+            await op(w, k)
+
+    await asyncio.gather(*(worker(w) for w in range(workers)))
+    elapsed = time.perf_counter() - t0
+    return {"ops": total, "seconds": elapsed, "achieved_per_s": total / elapsed, "behind_ms": behind[0] * 1e3}
+
+
+def no_nan(value: Any) -> Any:
+    """JSON has no NaN: an empty percentile becomes null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [no_nan(v) for v in value]
+    return value
+
+
+async def cancelled_by_sigterm(main: Awaitable[Any]) -> Any:
+    """Inside the loop SIGTERM cancels the run (its finally blocks close pools, tasks and children)
+    instead of raising out of whichever callback happens to be running."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    previous = signal.getsignal(signal.SIGTERM)
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await main
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)  # leaves SIG_DFL behind: put the caller's handler back
+        signal.signal(signal.SIGTERM, previous)

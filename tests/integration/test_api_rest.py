@@ -359,9 +359,9 @@ async def test_a_filtered_watch_sees_objects_enter_and_leave_the_selection(api):
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{api.url}{CM}?watch=true&resourceVersion={rv}&labelSelector=color%3Dred"
                                "&timeoutSeconds=10", headers=headers, ssl=ssl_ctx) as resp:
-            for color in ("red", "red", "blue"):
+            for i, color in enumerate(("red", "red", "blue")):
                 await api.http("PATCH", f"{CM}/sel", body={"metadata": {"labels": {"color": color}},
-                                                           "data": {"c": color}},
+                                                           "data": {"step": str(i)}},
                                content_type="application/merge-patch+json")
             async for line in resp.content:
                 got.append(json.loads(line))

@@ -15,7 +15,7 @@ from aiohttp import web
 from eventplane.objects import errors
 from eventplane.objects.schema import Catalog
 
-from . import codec, discovery
+from . import codec, discovery, openapiv2pb
 from .openapi import OpenAPI
 from .rest import ResourceHandler
 
@@ -99,8 +99,18 @@ def build_app(*, authenticate: Callable, catalog: Callable[[], Catalog], resourc
             raise errors.NotFoundError("the server could not find the requested resource")
         return web.json_response(doc)
 
-    async def openapi_v2(_request: web.Request) -> web.Response:
-        return web.Response(body=openapi().v2(), content_type="application/json")
+    async def openapi_v2(request: web.Request) -> web.Response:
+        # kubectl accepts only protobuf here (1.27-1.30 cannot apply without it); others get JSON, */* included.
+        content_type = openapiv2pb.negotiate(request.headers.get("Accept"))
+        if content_type is None:
+            raise errors.NotAcceptableError("only application/json and "
+                                            f"{openapiv2pb.MEDIA_TYPE} are available at /openapi/v2")
+        body, etag = openapiv2pb.variant(openapi(), content_type)
+        headers = {"Vary": "Accept", "ETag": etag}
+        if_none_match = request.headers.get("If-None-Match", "")
+        if if_none_match.strip() == "*" or etag in (t.strip().removeprefix("W/") for t in if_none_match.split(",")):
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=body, content_type=content_type, headers=headers)
 
     async def openapi_v3_index(_request: web.Request) -> web.Response:
         return web.json_response(openapi().v3_index())

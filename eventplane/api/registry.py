@@ -80,6 +80,9 @@ class Registry:
         self.store = store
         self.catalog = catalog  # the current catalog (it changes when CRDs come and go)
         self.rng = random.Random()
+        # Namespace name → being terminated: the existence check of every namespaced create, kept
+        # current by the watch cache as Kubernetes' admission keeps it with an informer.
+        self.namespaces: dict[str, bool] = {}
         # Called after every committed write with (info, object): the API server's own reactions.
         self.after_write: list[Callable[[ResourceInfo, dict[str, Any]], Awaitable[None]]] = []
 
@@ -322,14 +325,28 @@ class Registry:
         if not info.namespaced:
             return
         ns = obj["metadata"]["namespace"]
-        found = await self.store.get(StreamId("", "namespaces", "", ns))
-        if found is None:
-            raise errors.NotFoundError(f'namespaces "{ns}" not found', name=ns, kind="namespaces")
-        if (found.get("metadata") or {}).get("deletionTimestamp"):
+        terminating = self.namespaces.get(ns)
+        if terminating is None:  # not seen yet: ask the store, and remember
+            found = await self.store.get(StreamId("", "namespaces", "", ns))
+            if found is None:
+                raise errors.NotFoundError(f'namespaces "{ns}" not found', name=ns, kind="namespaces")
+            terminating = self.note_namespace(found)
+        if terminating:
             raise errors.ForbiddenError(
                 f"{info.resource} \"{obj['metadata'].get('name', '')}\" is forbidden: unable to create new content "
                 f"in namespace {ns} because it is being terminated", name=obj["metadata"].get("name", ""),
                 kind=info.resource)
+
+    def note_namespace(self, namespace: dict[str, Any], *, deleted: bool = False) -> bool:
+        """Keep the namespace cache current (fed by this server's writes and the watch cache);
+        returns whether the namespace is being terminated."""
+        name = namespace["metadata"]["name"]
+        if deleted:
+            self.namespaces.pop(name, None)
+            return False
+        terminating = bool(namespace["metadata"].get("deletionTimestamp"))
+        self.namespaces[name] = terminating
+        return terminating
 
     async def _allocate(self, info: ResourceInfo, obj: dict[str, Any]) -> None:
         if (info.group, info.resource) == ("", "services"):

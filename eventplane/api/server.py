@@ -32,6 +32,7 @@ log = logging.getLogger("eventplane.apiserver")
 
 BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 CRD = ("apiextensions.k8s.io", "customresourcedefinitions")
+NAMESPACES = ("", "namespaces")
 
 
 @dataclass
@@ -106,6 +107,7 @@ class ApiServer:
         handler = ResourceHandler(self.registry, lambda: self.catalog, watches)
         await self._bootstrap()
         self._tasks.append(asyncio.create_task(self._follow_crds(head), name="crd-catalog"))
+        self._tasks.append(asyncio.create_task(self._follow_namespaces(head), name="namespace-cache"))
 
         def authenticate(request: web.Request):
             ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
@@ -175,6 +177,10 @@ class ApiServer:
         """CRDs written through other API servers change this one's catalog too."""
         async for _ in self.cache.changes(after, lambda e: (e.stream.group, e.stream.resource) == CRD):
             await self._load_crds()
+
+    async def _follow_namespaces(self, after: int) -> None:
+        async for change in self.cache.changes(after, lambda e: (e.stream.group, e.stream.resource) == NAMESPACES):
+            self.registry.note_namespace(change.object, deleted=change.event.type == "Deleted")
 
     async def _bootstrap(self) -> None:
         info = self.catalog.get("", "v1", "namespaces")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
+import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -24,14 +25,32 @@ SERVER_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePe
                "selfLink")
 
 
+_clock: tuple[int, str] = (0, "")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Kubernetes timestamps have second precision; format each second once."""
+    global _clock
+    second = int(time.time())
+    if _clock[0] != second:
+        _clock = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return _clock[1]
+
+
+_nodes: dict[tuple[str, str, str], tuple[Any, Node]] = {}
 
 
 def schema_node(info: ResourceInfo) -> Node:
-    if info.custom:
-        return Node.custom(info.schema)
-    return Node.definition(info.definition or "")
+    """One Node per served kind (and CRD schema), so that what is derived from it — the walkable
+    schemas of managedFields and patches — is built once, not per request. A CRD whose schema
+    changed gets a new one (the cached entry holds the schema it was built from)."""
+    key = (info.group, info.version, info.resource)
+    cached = _nodes.get(key)
+    if cached is not None and cached[0] is info.schema:
+        return cached[1]
+    node = Node.custom(info.schema) if info.custom else Node.definition(info.definition or "")
+    _nodes[key] = (info.schema, node)
+    return node
 
 
 def check_type_meta(info: ResourceInfo, body: Any) -> dict[str, Any]:

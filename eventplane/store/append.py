@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,8 +122,12 @@ class GroupCommitter:
     a wrong belief costs a retry, not a wrong write.
     """
 
-    def __init__(self, pool: asyncpg.Pool, *, max_batch_events: int = MAX_BATCH_EVENTS) -> None:
-        self._pool = pool
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], *,
+                 max_batch_events: int = MAX_BATCH_EVENTS) -> None:
+        # The committer's own connection: no pool checkout and reset between a COMMIT and the
+        # acknowledgement of the writes it made durable.
+        self._connect = connect
+        self._conn: asyncpg.Connection | None = None
         self._max = max_batch_events
         self._queue: list[_Unit] = []
         self._wake = asyncio.Event()
@@ -159,6 +163,8 @@ class GroupCommitter:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.close()
 
     async def _run(self) -> None:
         while True:
@@ -191,31 +197,48 @@ class GroupCommitter:
                 finally:
                     self._inflight = []
 
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await self._connect()
+        return self._conn
+
     async def _commit(self, batch: list[_Unit]) -> Plan:
         self.stats["batches"] += 1
-        async with self._pool.acquire() as conn:
-            if self._head is not None and self._may_speculate(batch):
-                plan = plan_batch(batch, self._known, self._head, {}, _now_us())
-                # A plan that writes nothing rejected every unit on beliefs alone: read, then decide.
-                if plan.rows and await write_checked(conn, plan):
-                    self.stats["speculated"] += 1
-                    return plan
-            for _ in range(UNLOCKED_ATTEMPTS):
-                streams, head, seen = await load_state(conn, batch)
-                plan = plan_batch(batch, streams, head, seen, _now_us())
-                # Without rows, every outcome was decided on committed state read just now.
-                if not plan.rows or await write_checked(conn, plan):
-                    self.stats["reloaded"] += 1
-                    return plan
-            # Other appenders keep moving the head between our read and our write: read under the lock.
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
-                streams, head, seen = await load_state(conn, batch)
-                plan = plan_batch(batch, streams, head, seen, _now_us())
-                if plan.rows and not await write_checked(conn, plan):
-                    raise RuntimeError("the log changed while the append lock was held")
-            self.stats["locked"] += 1
-            return plan
+        conn = await self._connection()
+        try:
+            return await self._decide(conn, batch)
+        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
+            await self._drop_connection()
+            raise
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    async def _decide(self, conn: asyncpg.Connection, batch: list[_Unit]) -> Plan:
+        if self._head is not None and self._may_speculate(batch):
+            plan = plan_batch(batch, self._known, self._head, {}, _now_us())
+            # A plan that writes nothing rejected every unit on beliefs alone: read, then decide.
+            if plan.rows and await write_checked(conn, plan):
+                self.stats["speculated"] += 1
+                return plan
+        for _ in range(UNLOCKED_ATTEMPTS):
+            streams, head, seen = await load_state(conn, batch)
+            plan = plan_batch(batch, streams, head, seen, _now_us())
+            # Without rows, every outcome was decided on committed state read just now.
+            if not plan.rows or await write_checked(conn, plan):
+                self.stats["reloaded"] += 1
+                return plan
+        # Other appenders keep moving the head between our read and our write: read under the lock.
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+            streams, head, seen = await load_state(conn, batch)
+            plan = plan_batch(batch, streams, head, seen, _now_us())
+            if plan.rows and not await write_checked(conn, plan):
+                raise RuntimeError("the log changed while the append lock was held")
+        self.stats["locked"] += 1
+        return plan
 
     def _may_speculate(self, batch: list[_Unit]) -> bool:
         """Worth a try when every stream the batch updates is one we know; creates of unknown

@@ -20,23 +20,29 @@ from .verify import VerifyResult, verify_chain
 class EventStore:
     """`async with EventStore.connect(url) as store:` — one pool, one group committer."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self.pool = pool
-        self._committer = GroupCommitter(pool)
+        self._committer = GroupCommitter(lambda: asyncpg.connect(url))
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10, migrate_schema: bool = True,
                    **pool_options: Any) -> EventStore:
         """Connect a pool (extra options go to asyncpg.create_pool, e.g. `timeout`) and migrate."""
+        pool_options.setdefault("reset", _reset)
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, **pool_options)
         if migrate_schema:
             async with pool.acquire() as conn:
                 await migrate(conn)
-        return cls(pool)
+        return cls(pool, url)
 
     @classmethod
     def connect(cls, url: str, **kwargs: Any) -> _Opening:
         return _Opening(url, kwargs)
+
+    @property
+    def commit_stats(self) -> dict[str, int]:
+        """How the group committer decided its batches (speculated, reloaded, locked)."""
+        return dict(self._committer.stats)
 
     async def close(self) -> None:
         try:
@@ -87,6 +93,14 @@ class EventStore:
     async def rebuild_objects(self) -> int:
         async with self.pool.acquire() as conn:
             return await rebuild_objects(conn)
+
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    """Between two uses of a pooled connection only an open transaction needs ending: the store
+    keeps no session state (its locks are transaction-scoped, its listeners use their own
+    connections), so asyncpg's full reset (RESET ALL, UNLISTEN *, …) is a round trip for nothing."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 class _Opening:

@@ -82,24 +82,40 @@ class Node:
         return tuple(self._schema.get("required") or ())
 
     def field(self, name: str) -> Node | None:
-        sub = self.properties.get(name)
-        return Node(sub, self._resolve) if sub is not None else None
+        # Children are made once and kept: every request walks the same few schemas.
+        children = self._children
+        if name not in children:
+            sub = self.properties.get(name)
+            children[name] = Node(sub, self._resolve) if sub is not None else None
+        return children[name]
+
+    @cached_property
+    def _children(self) -> dict[str, Node | None]:
+        return {}
+
+    @cached_property
+    def _items(self) -> Node | None:
+        sub = self._schema.get("items")
+        return Node(sub, self._resolve) if isinstance(sub, Mapping) else None
 
     def items(self) -> Node | None:
-        sub = self._schema.get("items")
+        return self._items
+
+    @cached_property
+    def _values(self) -> Node | None:
+        sub = self._schema.get("additionalProperties")
         return Node(sub, self._resolve) if isinstance(sub, Mapping) else None
 
     def values(self) -> Node | None:
         """The schema of a map's values (additionalProperties)."""
-        sub = self._schema.get("additionalProperties")
-        return Node(sub, self._resolve) if isinstance(sub, Mapping) else None
+        return self._values
 
-    @property
+    @cached_property
     def is_map(self) -> bool:
         return self.type == "object" and not self.properties and isinstance(
             self._schema.get("additionalProperties"), Mapping)
 
-    @property
+    @cached_property
     def is_open(self) -> bool:
         """Any content is allowed below (RawExtension, JSON, preserve-unknown-fields, untyped)."""
         if self._schema.get("x-kubernetes-preserve-unknown-fields"):
@@ -108,12 +124,12 @@ class Node:
             return True
         return self.type == "object" and not self.properties and "additionalProperties" not in self._schema
 
-    @property
+    @cached_property
     def int_or_string(self) -> bool:
         return self.ref == INT_OR_STRING or self._schema.get("format") == "int-or-string" or \
             bool(self._schema.get("x-kubernetes-int-or-string"))
 
-    @property
+    @cached_property
     def quantity(self) -> bool:
         return self.ref == QUANTITY
 

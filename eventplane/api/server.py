@@ -19,8 +19,10 @@ from eventplane.bus import BusConfig, ensure_stream
 from eventplane.objects import errors
 from eventplane.objects.schema import Catalog, custom_resource
 from eventplane.store import EventStore
+from eventplane.store.audit import AuditWriter
 
 from .app import build_app
+from .audit import Auditor, load_policy
 from .natsapi import NatsApi
 from .openapi import OpenAPI
 from .registry import Caller, Registry, WriteOptions, stream_of
@@ -33,6 +35,7 @@ log = logging.getLogger("eventplane.apiserver")
 BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 CRD = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACES = ("", "namespaces")
+KUBERNETES_SERVICE_IP = "10.96.0.1"
 
 
 @dataclass
@@ -45,6 +48,7 @@ class ApiConfig:
     port: int = 6443
     hosts: tuple[str, ...] = ()
     nats_api_prefix: str = "ep.api"
+    audit_policy: Path | None = None  # --audit-policy-file; None: Metadata for all but health checks
 
     @property
     def url(self) -> str:
@@ -68,6 +72,7 @@ class ApiServer:
         self._ready = False
         self.authenticator: Authenticator | None = None
         self.natsapi: NatsApi | None = None
+        self.auditor: Auditor | None = None
 
     @property
     def url(self) -> str:
@@ -92,7 +97,10 @@ class ApiServer:
         authenticator = Authenticator(TokenFile.load(token_path), self.pki.ca_cert)
         self.authenticator = authenticator
 
+        policy = load_policy(c.audit_policy)  # a bad policy file fails here, before anything starts
         self.store = await EventStore.open(c.database_url, max_size=20)
+        self.auditor = Auditor(AuditWriter(c.database_url), policy, self.store.pool)
+        await self.auditor.start()
         self.nc = await nats.connect(c.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
                                      name="eventplane-apiserver")
         async with self.store.pool.acquire() as conn:
@@ -116,7 +124,8 @@ class ApiServer:
                                               peer_cert=peer or None)
 
         app = build_app(authenticate=authenticate, catalog=lambda: self.catalog, resources=handler,
-                        openapi=self.openapi, ready=lambda: self._ready, server_address=f"{c.bind}:{c.port}")
+                        openapi=self.openapi, ready=lambda: self._ready, server_address=f"{c.bind}:{c.port}",
+                        auditor=self.auditor)
         # handler_cancellation: a watch whose client went away ends at once, not at its next write
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()
@@ -137,6 +146,8 @@ class ApiServer:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner:
             await self._runner.cleanup()
+        if self.auditor:
+            await self.auditor.close()  # after the listeners: their last requests are recorded too
         if self.cache:
             await self.cache.close()
         if self.nc:
@@ -192,3 +203,17 @@ class ApiServer:
                                                           "metadata": {"name": name}}, system, WriteOptions())
                 except errors.AlreadyExistsError:
                     pass  # another API server made it first
+        # The `kubernetes` service, as kube-apiserver keeps it: the first address of the service
+        # range, so that clients inside the cluster find the API at a fixed address.
+        svc = self.catalog.get("", "v1", "services")
+        if await self.store.get(stream_of(svc, "default", "kubernetes")) is None:
+            try:
+                await self.registry.create(svc, "default", {
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "kubernetes", "labels": {"component": "apiserver",
+                                                                  "provider": "kubernetes"}},
+                    "spec": {"clusterIP": KUBERNETES_SERVICE_IP, "type": "ClusterIP",
+                             "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                                        "targetPort": self.config.port}]}}, system, WriteOptions())
+            except errors.AlreadyExistsError:
+                pass

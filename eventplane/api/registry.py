@@ -82,7 +82,7 @@ class Registry:
         self.rng = random.Random()
         # Namespace name → being terminated: the existence check of every namespaced create, kept
         # current by the watch cache as Kubernetes' admission keeps it with an informer.
-        self.namespaces: dict[str, bool] = {}
+        self.namespaces: dict[str, tuple[bool | None, int]] = {}  # name → (terminating, position); None: gone
         # Called after every committed write with (info, object): the API server's own reactions.
         self.after_write: list[Callable[[ResourceInfo, dict[str, Any]], Awaitable[None]]] = []
 
@@ -228,10 +228,13 @@ class Registry:
             Append(stream_of(info, old["metadata"].get("namespace", ""), old["metadata"]["name"]), event_type, new,
                    uid=old["metadata"]["uid"], expected_version=expected), caller.context(verb))
         new["metadata"]["resourceVersion"] = str(appended.position)
-        await self._written(info, new)
+        await self._written(info, new, deleted=event_type == EventType.DELETED)
         return Result(new, warnings)
 
-    async def _written(self, info: ResourceInfo, obj: dict[str, Any]) -> None:
+    async def _written(self, info: ResourceInfo, obj: dict[str, Any], *, deleted: bool = False) -> None:
+        if (info.group, info.resource) == ("", "namespaces"):
+            # This server's own writes count at once; the watch cache brings other servers' writes.
+            self.note_namespace(obj, deleted=deleted)
         for hook in self.after_write:
             await hook(info, obj)
 
@@ -287,7 +290,7 @@ class Registry:
             except errors.ConflictError:
                 continue
             m["resourceVersion"] = str(appended.position)
-            await self._written(info, obj)
+            await self._written(info, obj, deleted=event_type == EventType.DELETED)
             return obj
         raise errors.ConflictError(f'Operation cannot be fulfilled on {info.group_resource} "{name}": the object '
                                    "has been modified; please apply your changes to the latest version and try again")
@@ -325,8 +328,8 @@ class Registry:
         if not info.namespaced:
             return
         ns = obj["metadata"]["namespace"]
-        terminating = self.namespaces.get(ns)
-        if terminating is None:  # not seen yet: ask the store, and remember
+        terminating = (self.namespaces.get(ns) or (None, 0))[0]
+        if terminating is None:  # not seen yet, or gone: ask the store, and remember
             found = await self.store.get(StreamId("", "namespaces", "", ns))
             if found is None:
                 raise errors.NotFoundError(f'namespaces "{ns}" not found', name=ns, kind="namespaces")
@@ -338,15 +341,17 @@ class Registry:
                 kind=info.resource)
 
     def note_namespace(self, namespace: dict[str, Any], *, deleted: bool = False) -> bool:
-        """Keep the namespace cache current (fed by this server's writes and the watch cache);
+        """Keep the namespace cache current (fed by this server's writes and the watch cache, which
+        may deliver an older change after a newer write of ours: the higher resourceVersion wins);
         returns whether the namespace is being terminated."""
-        name = namespace["metadata"]["name"]
-        if deleted:
-            self.namespaces.pop(name, None)
-            return False
-        terminating = bool(namespace["metadata"].get("deletionTimestamp"))
-        self.namespaces[name] = terminating
-        return terminating
+        meta = namespace["metadata"]
+        name, position = meta["name"], int(meta.get("resourceVersion") or 0)
+        known = self.namespaces.get(name)
+        if known is not None and known[1] > position:
+            return bool(known[0])
+        terminating = None if deleted else bool(meta.get("deletionTimestamp"))
+        self.namespaces[name] = (terminating, position)
+        return bool(terminating)
 
     async def _allocate(self, info: ResourceInfo, obj: dict[str, Any]) -> None:
         if (info.group, info.resource) == ("", "services"):

@@ -15,7 +15,9 @@ from aiohttp import web
 from eventplane.objects import errors
 from eventplane.objects.schema import Catalog
 
-from . import codec, discovery, openapiv2pb
+from . import audit, codec, discovery, openapiv2pb
+from .history import HistoryHandler
+from .integrity import IntegrityHandler
 from .openapi import OpenAPI
 from .rest import ResourceHandler
 
@@ -38,7 +40,8 @@ def _status_response(exc: errors.EventplaneError) -> web.Response:
 
 
 def build_app(*, authenticate: Callable, catalog: Callable[[], Catalog], resources: ResourceHandler,
-              openapi: Callable[[], OpenAPI], ready: Callable[[], bool], server_address: str) -> web.Application:
+              openapi: Callable[[], OpenAPI], ready: Callable[[], bool], server_address: str,
+              auditor: audit.Auditor | None = None) -> web.Application:
     @web.middleware
     async def errors_and_auth(request: web.Request, handler):
         request["request_id"] = request.headers.get("X-Request-Id") or str(uuid.uuid4())
@@ -61,7 +64,9 @@ def build_app(*, authenticate: Callable, catalog: Callable[[], Catalog], resourc
             log.exception("%s %s failed", request.method, request.path)
             return _status_response(errors.EventplaneError("an internal error occurred; see the server log"))
 
-    app = web.Application(middlewares=[errors_and_auth], client_max_size=3 * 1024 * 1024)
+    # audit first: it sees the status errors_and_auth answers (401s too) and the user it found
+    middlewares = [audit.middleware(auditor), errors_and_auth] if auditor else [errors_and_auth]
+    app = web.Application(middlewares=middlewares, client_max_size=3 * 1024 * 1024)
 
     async def health(request: web.Request) -> web.Response:
         if request.path.startswith("/readyz") and not ready():
@@ -132,6 +137,10 @@ def build_app(*, authenticate: Callable, catalog: Callable[[], Catalog], resourc
     app.router.add_get("/apis/", apis_root)
     app.router.add_get("/api/v1", core_v1)
     app.router.add_get("/api/v1/", core_v1)
+    IntegrityHandler(resources).add_routes(app.router)  # verify, export, import, replay: ahead of history's
+    HistoryHandler(resources).add_routes(app.router)  # history.eventplane.io, ahead of /apis/{group}
+    if auditor:
+        audit.add_routes(app.router, auditor)  # audit.eventplane.io, ahead of /apis/{group}
     app.router.add_get("/apis/{group}", group)
     app.router.add_get("/apis/{group}/", group)
     app.router.add_get("/apis/{group}/{version}", group_version)

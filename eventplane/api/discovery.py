@@ -6,6 +6,8 @@ from typing import Any
 
 from eventplane.objects.schema import Catalog, ResourceInfo
 
+from . import audit, history
+
 AGGREGATED = "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
 
 
@@ -40,6 +42,8 @@ def api_group_list(catalog: Catalog) -> dict[str, Any]:
             continue
         gvs = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
         groups.append({"name": group, "versions": gvs, "preferredVersion": gvs[0]})
+    groups.append(history.api_group())
+    groups.append(audit.api_group())
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
@@ -91,6 +95,9 @@ def aggregated(catalog: Catalog, *, core: bool, version: str = "v2") -> dict[str
                 resources.append(entry)
             vs.append({"version": v, "resources": resources, "freshness": "Current"})
         items.append({"metadata": {"name": group, "creationTimestamp": None}, "versions": vs})
+    if not core:
+        items.append(history.aggregated_item())
+        items.append(audit.aggregated_item())
     return {"kind": "APIGroupDiscoveryList", "apiVersion": f"apidiscovery.k8s.io/{version}", "metadata": {},
             "items": items}
 

@@ -8,7 +8,8 @@ header `Status: <code>`. natswatch.py streams `PREFIX.watch`.
 
 Protocol (one request per subject, `PREFIX` defaults to `ep.api`):
 
-- Subjects: get, list, create, apply, update, patch, delete, watch, discovery.
+- Subjects: get, list, create, apply, update, patch, delete, watch, discovery, audit (audit.py: the
+  filters of GET /apis/audit.eventplane.io/v1/events as fields).
 - Headers: `Authorization: Bearer <token>` (required), `Content-Type:
   application/msgpack` (else JSON; the answer comes in kind),
   `Idempotency-Key`, `X-Eventplane-Causation`, `X-Request-Id`, `traceparent`,
@@ -45,7 +46,7 @@ from eventplane.auth.tokens import TokenFile
 from eventplane.objects import errors
 from eventplane.objects.schema import ResourceInfo
 
-from . import codec, discovery
+from . import audit, codec, discovery
 from .natsrequest import (JSON, MSGPACK, caller_of, decode_request, delete_options, encode, media_type,
                           namespace_of, number, read_at, required_body, required_name, selectors, write_options)
 
@@ -75,7 +76,8 @@ class NatsApi:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._verbs = {"get": self._get, "list": self._list, "create": self._create, "apply": self._apply,
                        "update": self._update, "patch": self._patch, "delete": self._delete,
-                       "watch": self._watch, "discovery": self._discovery}
+                       "watch": self._watch, "discovery": self._discovery,
+                       "audit": lambda req, caller, duplicates, media: self.server.auditor.serve_nats(req)}
         from .natswatch import NatsWatches
 
         self.watches = NatsWatches(self)
@@ -135,6 +137,7 @@ class NatsApi:
         headers = msg.headers or {}
         media = MSGPACK if media_type(headers) == MSGPACK else JSON
         warnings: list[str] = []
+        received, user, request = audit.now(), None, None
         try:
             user = self.authenticate(headers)
             verb = msg.subject[len(self.prefix) + 1:]
@@ -153,6 +156,9 @@ class NatsApi:
             await self.publish(msg.reply, value, media, {"Status": str(code)}, warnings=warnings)
         except Exception:
             log.exception("could not answer the NATS request on %s", msg.subject)
+        if getattr(self.server, "auditor", None):
+            self.server.auditor.record_nats(self, subject=msg.subject, request=request, user=user, headers=headers,
+                                            code=code, value=value, received=received)
 
     def authenticate(self, headers: dict[str, str]) -> User:
         user = self._authenticator.authenticate(authorization_header=headers.get("Authorization"), peer_cert=None)

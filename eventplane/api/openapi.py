@@ -14,6 +14,8 @@ from typing import Any
 
 from eventplane.objects.schema import Catalog, ResourceInfo, definitions
 
+from . import history
+
 VERSION = "v1.32.0"
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 
@@ -165,9 +167,12 @@ class OpenAPI:
         return self._v2
 
     def group_versions(self) -> list[str]:
-        return [_gv_path(g, v) for g, versions in self.catalog.group_versions().items() for v in versions]
+        return [_gv_path(g, v) for g, versions in self.catalog.group_versions().items() for v in versions] + \
+            [_gv_path(history.GROUP, history.VERSION)]
 
     def v3(self, gv_path: str) -> bytes | None:
+        if gv_path == _gv_path(history.GROUP, history.VERSION):
+            return json.dumps(history.openapi_v3(), separators=(",", ":")).encode()
         if gv_path not in self._v3:
             resources = [r for r in self.catalog if _gv_path(r.group, r.version) == gv_path]
             if not resources:

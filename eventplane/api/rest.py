@@ -124,7 +124,8 @@ class ResourceHandler:
             if ri.watch_path or request.query.get("watch") in ("true", "1"):
                 return await self.watches.serve(request, info, ri.namespace, ri.name)
             if ri.name:
-                obj = await self.registry.get(info, ri.namespace, ri.name, at=_read_at(request))
+                at = await _read_at(request, self.registry.store)
+                obj = await self.registry.get(info, ri.namespace, ri.name, at=at)
                 return respond(request, obj, info=info)
             return respond(request, await self._list(request, info, ri.namespace), info=info)
         if method == "POST" and not ri.name:
@@ -166,8 +167,8 @@ class ResourceHandler:
         except ValueError:
             raise errors.BadRequestError(f'invalid limit "{q.get("limit")}"') from None
         return await self.registry.list(info, namespace, label_selector=label, field_selector=fields, limit=limit,
-                                        continue_token=q.get("continue", ""), at=_read_at(request, list_=True,
-                                                                                          limit=limit))
+                                        continue_token=q.get("continue", ""),
+                                        at=await _read_at(request, self.registry.store, list_=True, limit=limit))
 
     async def _delete_collection(self, request: web.Request, info: ResourceInfo, namespace: str,
                                  options: dict[str, Any]) -> dict[str, Any]:
@@ -183,11 +184,15 @@ class ResourceHandler:
         return {**listed, "items": deleted}
 
 
-def _read_at(request: web.Request, *, list_: bool = False, limit: int = 0) -> int | None:
-    """The position a read must be served at: only for resourceVersionMatch=Exact (or a paged list
-    with a resourceVersion); unset, "0" and NotOlderThan are served from the newest state."""
+async def _read_at(request: web.Request, store: Any = None, *, list_: bool = False, limit: int = 0) -> int | None:
+    """The position a read must be served at: `asOf` (time travel, docs/history.md), or
+    resourceVersionMatch=Exact (or a paged list with a resourceVersion); unset, "0" and
+    NotOlderThan are served from the newest state."""
     rv = request.query.get("resourceVersion", "")
     match = request.query.get("resourceVersionMatch", "")
+    as_of = request.query.get("asOf", "")
+    if as_of:
+        return await _as_of(store, as_of, rv, match)
     if match and not rv:
         raise errors.BadRequestError("resourceVersionMatch is forbidden unless resourceVersion is provided")
     if match and match not in ("Exact", "NotOlderThan"):
@@ -203,6 +208,15 @@ def _read_at(request: web.Request, *, list_: bool = False, limit: int = 0) -> in
     if match == "Exact" or (list_ and limit and rv != "0" and match != "NotOlderThan"):
         return position
     return None
+
+
+async def _as_of(store: Any, as_of: str, rv: str, match: str) -> int:
+    from .history import resolve_as_of
+
+    if rv or match:
+        raise errors.BadRequestError("asOf cannot be combined with resourceVersion or resourceVersionMatch: "
+                                     "asOf already names the point the read is served at")
+    return await resolve_as_of(store.pool, as_of)
 
 
 async def _delete_options(request: web.Request) -> dict[str, Any]:

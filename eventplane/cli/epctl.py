@@ -20,6 +20,9 @@ from eventplane.client.kubeconfig import load
 from eventplane.objects import errors
 
 from . import epctl_apply, epctl_delete, epctl_get
+from . import epctl_audit
+from . import epctl_history
+from . import epctl_export, epctl_import, epctl_replay, epctl_verify
 from .epctl_manifests import ManifestError
 from .epctl_output import UsageError, error_text
 from .running import run
@@ -33,6 +36,14 @@ COMMANDS: dict[str, ModuleType] = {
     "apply": epctl_apply,
     "get": epctl_get,
     "delete": epctl_delete,
+    "audit": epctl_audit,
+    "history": epctl_history.History,
+    "diff": epctl_history.Diff,
+    "why": epctl_history.Why,
+    "verify": epctl_verify,
+    "export": epctl_export,
+    "import": epctl_import,
+    "replay": epctl_replay,
 }
 
 

@@ -30,6 +30,8 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-kind", action="store_true", help="prefix names with their kind")
     p.add_argument("--no-headers", action="store_true", help="omit the header line of tables")
     p.add_argument("--ignore-not-found", action="store_true", help="a missing named object is no error")
+    p.add_argument("--at", metavar="RV|TIME|-10m", help="as it was then: a resourceVersion, an RFC 3339 time, or a "
+                                                      "duration back from now (docs/history.md)")
 
 
 def parse_targets(args: list[str]) -> list[tuple[str, list[str]]]:
@@ -83,7 +85,8 @@ async def run(args: argparse.Namespace, client: Client) -> int:
         if not names:
             listed = True
             got = await client.list(info, namespace=args.namespace, all_namespaces=args.all_namespaces,
-                                    label_selector=args.selector, field_selector=args.field_selector, table=tabular)
+                                    label_selector=args.selector, field_selector=args.field_selector, table=tabular,
+                                    as_of=args.at)
             if tabular:
                 tables.append((info, got))
             else:
@@ -92,7 +95,7 @@ async def run(args: argparse.Namespace, client: Client) -> int:
         merged: dict[str, Any] | None = None
         for name in names:
             try:
-                got = await client.get(info, name, namespace=args.namespace, table=tabular)
+                got = await client.get(info, name, namespace=args.namespace, table=tabular, as_of=args.at)
             except errors.EventplaneError as exc:
                 if not (isinstance(exc, errors.NotFoundError) and args.ignore_not_found):
                     print(error_text(exc), file=sys.stderr)

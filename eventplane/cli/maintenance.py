@@ -16,7 +16,7 @@ import asyncpg
 from eventplane.config import ConfigError
 from eventplane.store import EventStore, VerifyResult, migrate
 
-from . import options
+from . import archive, options
 from .running import run
 
 CONNECT_TIMEOUT = 10.0
@@ -29,7 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("verify", help="walk the event log's hash chain")
     options.add_database_source(p)
-    p.add_argument("--from", dest="start", type=int, default=1, metavar="N", help="first position (default 1)")
+    p.add_argument("--from", dest="start", type=int, metavar="N",
+                   help="first position (default: the first stored one, 1 unless partitions were detached)")
     p.add_argument("--to", dest="end", type=int, metavar="N", help="last position (default: the last event)")
     options.add_output(p)
     p.set_defaults(func=verify_command)
@@ -39,6 +40,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     r = actions.add_parser("rebuild", help="rebuild the objects table from the events table")
     options.add_database_source(r)
     r.set_defaults(func=rebuild_command)
+
+    archive.register(commands)  # import, partitions
 
 
 def migrate_command(args: argparse.Namespace) -> int:
@@ -62,7 +65,7 @@ def migrate_command(args: argparse.Namespace) -> int:
 
 def verify_command(args: argparse.Namespace) -> int:
     url = options.database_url(args)
-    if args.start < 1:
+    if args.start is not None and args.start < 1:
         raise ConfigError("--from must be 1 or more")
 
     async def main() -> VerifyResult:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from eventplane import config
 from eventplane.bus import BusConfig
@@ -73,10 +74,14 @@ def add_api_options(parser: argparse.ArgumentParser) -> None:
                        help="address the API listens on (default: 127.0.0.1)")
     group.add_argument("--api-host", action="append", default=[], metavar="NAME",
                        help="another name or address clients use to reach the API (serving certificate SAN)")
+    group.add_argument("--audit-policy-file", metavar="FILE", type=Path, default=None,
+                       help="audit.k8s.io/v1 Policy (YAML) deciding what is audited (default: every request at "
+                            "Metadata, health checks not at all)")
 
 
 def api_config(args: argparse.Namespace, database_url: str, nats_url: str, bus: BusConfig, data_dir):
     from eventplane.api.server import ApiConfig
 
     return ApiConfig(database_url=database_url, nats_url=nats_url, data_dir=data_dir, bus=bus, bind=args.bind,
-                     port=args.api_port, hosts=tuple(args.api_host))
+                     port=args.api_port, hosts=tuple(args.api_host),
+                     audit_policy=getattr(args, "audit_policy_file", None))

@@ -22,6 +22,7 @@ import logging
 import random
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from eventplane.objects import errors
 from eventplane.objects.schema import ResourceInfo
@@ -40,6 +41,7 @@ RETRY_BASE_DELAY = 0.1  # seconds; doubled on every attempt, with jitter
 RETRIED_STATUS = (429, 503, 504)
 
 ResourceArg = str | ResourceInfo
+HISTORY_PREFIX = "/apis/history.eventplane.io/v1"
 
 
 class Client:
@@ -123,21 +125,68 @@ class Client:
     # --- reads ----------------------------------------------------------------------------------
 
     async def get(self, resource: ResourceArg, name: str, *, namespace: str | None = None,
-                  resource_version: str | None = None, table: bool = False) -> dict[str, Any]:
+                  resource_version: str | None = None, table: bool = False, as_of: str | None = None
+                  ) -> dict[str, Any]:
+        """The object now, or as it was at `as_of` (a resourceVersion, an RFC 3339 time, or -10m)."""
         info = await self.resolve(resource)
+        self._rest_only(as_of, "time travel (as_of)")
         return await self._call(Op("get", info, self._namespace(info, namespace), name, table=table,
                                    resource_version=resource_version,
-                                   resource_version_match="Exact" if resource_version else None))
+                                   resource_version_match="Exact" if resource_version else None, as_of=as_of))
+
+    async def get_at(self, resource: ResourceArg, name: str, at: str | int, *, namespace: str | None = None,
+                     table: bool = False) -> dict[str, Any]:
+        return await self.get(resource, name, namespace=namespace, table=table, as_of=str(at))
 
     async def list(self, resource: ResourceArg, *, namespace: str | None = None, label_selector: str | None = None,
                    field_selector: str | None = None, all_namespaces: bool = False, limit: int | None = None,
                    continue_token: str | None = None, resource_version: str | None = None,
-                   table: bool = False) -> dict[str, Any]:
+                   table: bool = False, as_of: str | None = None) -> dict[str, Any]:
         info = await self.resolve(resource)
         ns = "" if all_namespaces else self._namespace(info, namespace)
+        self._rest_only(as_of, "time travel (as_of)")
         return await self._call(Op("list", info, ns, label_selector=label_selector, field_selector=field_selector,
                                    limit=limit, continue_token=continue_token, resource_version=resource_version,
-                                   table=table))
+                                   table=table, as_of=as_of))
+
+    # --- history (history.eventplane.io/v1, docs/history.md) -----------------------------------
+
+    async def history(self, resource: ResourceArg, name: str, *, namespace: str | None = None,
+                      uid: str | None = None) -> dict[str, Any]:
+        """ObjectHistory: one item per event of every incarnation of the name (or of `uid`), oldest first."""
+        return await self._history("history", resource, name, namespace, {"uid": uid})
+
+    async def diff(self, resource: ResourceArg, name: str, *, namespace: str | None = None,
+                   from_: str | int | None = None, to: str | int | None = None,
+                   field: str | None = None) -> dict[str, Any]:
+        """ObjectDiff between two points (resourceVersions, times or -10m): a unified YAML diff, or with
+        `field` the values that path took in between."""
+        return await self._history("diff", resource, name, namespace,
+                                   {"from": from_, "to": to, "field": field})
+
+    async def why(self, resource: ResourceArg, name: str, *, namespace: str | None = None,
+                  resource_version: str | int | None = None) -> dict[str, Any]:
+        """CausationChain: the object's latest event (or the one at resource_version) and its causes,
+        first cause first."""
+        return await self._history("why", resource, name, namespace, {"resourceVersion": resource_version})
+
+    async def _history(self, kind: str, resource: ResourceArg, name: str, namespace: str | None,
+                       params: dict[str, Any]) -> dict[str, Any]:
+        info = await self.resolve(resource)
+        self._rest_only(kind, f"epctl {kind}")
+        ns = self._namespace(info, namespace)
+        path = f"apis/{info.group}/{info.version}" if info.group else f"api/{info.version}"
+        if info.namespaced:
+            path += f"/namespaces/{quote(ns, safe='')}"
+        path += f"/{info.resource}/{quote(name, safe='')}"
+        query = {k: str(v) for k, v in params.items() if v is not None and v != ""}
+        reply = await self._retrying(lambda: self.transport.get_path(f"{HISTORY_PREFIX}/{kind}/{path}", query),
+                                     idempotent=True)
+        return reply.value
+
+    def _rest_only(self, wanted: Any, what: str) -> None:
+        if wanted and not hasattr(self.transport, "get_path"):
+            raise errors.MethodNotSupportedError(f"{what} is served over REST only for now (use --via rest)")
 
     def watch(self, resource: ResourceArg, *, namespace: str | None = None, name: str | None = None,
               resource_version: str | None = None, label_selector: str | None = None,

@@ -48,6 +48,7 @@ class Op:
     propagation_policy: str | None = None
     grace_period_seconds: int | None = None
     write: Write = field(default_factory=Write)
+    as_of: str | None = None  # get and list: time travel (a resourceVersion, an RFC 3339 time, or -10m)
     # watch only
     send_initial_events: bool = False
     timeout_seconds: int | None = None

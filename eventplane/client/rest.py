@@ -118,6 +118,10 @@ class RestTransport:
                 {"version": version, "resources": resources})
         return list(by_group.values())
 
+    async def get_path(self, path: str, params: dict[str, str] | None = None) -> Reply:
+        """GET one of the server's own paths (history.eventplane.io), answered in JSON."""
+        return await self._send("GET", path, params=params, headers={"Accept": JSON})
+
     async def watch(self, op: Op) -> AsyncIterator[dict[str, Any]]:
         params = _read_params(op)
         params.update({"watch": "true", "allowWatchBookmarks": "true"})
@@ -192,7 +196,8 @@ def _read_params(op: Op) -> dict[str, str]:
     params = {}
     for key, value in (("labelSelector", op.label_selector), ("fieldSelector", op.field_selector),
                        ("resourceVersion", op.resource_version), ("resourceVersionMatch", op.resource_version_match),
-                       ("limit", str(op.limit) if op.limit else None), ("continue", op.continue_token)):
+                       ("limit", str(op.limit) if op.limit else None), ("continue", op.continue_token),
+                       ("asOf", op.as_of)):
         if value:
             params[key] = value
     return params

@@ -86,7 +86,7 @@ class EventStore:
         return await reads.list_at(self.pool, position, group=group, resource=resource, namespace=namespace,
                                    after_key=after_key, limit=limit)
 
-    async def verify(self, *, start: int = 1, end: int | None = None) -> VerifyResult:
+    async def verify(self, *, start: int | None = None, end: int | None = None) -> VerifyResult:
         async with self.pool.acquire() as conn:
             return await verify_chain(conn, start=start, end=end)
 

@@ -2,7 +2,8 @@
 
 A link is broken when positions are not dense, when an event's prev_hash is
 not the hash of the event before it, or when its hash is not the hash of its
-own canonical bytes.
+own canonical bytes. After old partitions were detached (partitions.py), the
+first kept event links to the hash recorded in `events_detached`.
 """
 from __future__ import annotations
 
@@ -25,12 +26,19 @@ class VerifyResult:
     reason: str = ""
 
 
-async def verify_chain(conn: asyncpg.Connection | asyncpg.Pool, *, start: int = 1, end: int | None = None,
-                       batch: int = 5000) -> VerifyResult:
-    """Check positions start..end; the link into `start` is checked against the stored event before it."""
+async def verify_chain(conn: asyncpg.Connection | asyncpg.Pool, *, start: int | None = None,
+                       end: int | None = None, batch: int = 5000) -> VerifyResult:
+    """Check positions start..end; the link into `start` is checked against the stored event before it,
+    or the hash recorded when the partition before it was detached. Without `start`, from the first
+    stored position: 1, or the first one kept after detaching."""
+    if start is None:
+        first = await conn.fetchval("SELECT min(position) FROM events")
+        start = first or 1
+        if start > 1 and await _anchor(conn, start) is None:
+            return VerifyResult(False, 0, 1, 0, 1, f"positions 1..{start - 1} are missing and were never detached")
     if start > 1:
         before = await read_all(conn, after=start - 2, limit=1)
-        expected_prev = before[0].hash if before and before[0].position == start - 1 else None
+        expected_prev = before[0].hash if before and before[0].position == start - 1 else await _anchor(conn, start)
     else:
         expected_prev = GENESIS_HASH
     expected_position, checked = start, 0
@@ -48,3 +56,10 @@ async def verify_chain(conn: asyncpg.Connection | asyncpg.Pool, *, start: int = 
         expected_position += 1
         checked += 1
     return VerifyResult(True, checked, start, expected_position - 1)
+
+
+async def _anchor(conn: asyncpg.Connection | asyncpg.Pool, start: int) -> bytes | None:
+    """The hash of the last event of a detached range that ends right before `start`."""
+    value = await conn.fetchval("SELECT last_hash FROM events_detached WHERE to_position = $1 "
+                                "ORDER BY detached_at DESC LIMIT 1", start)
+    return bytes(value) if value is not None else None

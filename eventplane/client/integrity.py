@@ -1,0 +1,65 @@
+"""The client of history.eventplane.io/v1's integrity paths (api/integrity.py): verify,
+export (a streamed NDJSON file), import and replay. REST only for now.
+
+Used by epctl's verify, export, import and replay commands with a Client whose
+transport is REST; errors are the Status classes, as everywhere in the client.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from .client import Client
+from .rest import RestTransport, _body, _unreachable
+from .status import error_from_status
+
+PREFIX = "/apis/history.eventplane.io/v1"
+
+
+def rest_of(client: Client, command: str) -> RestTransport:
+    if not isinstance(client.transport, RestTransport):
+        raise ValueError(f"{command} works over REST only for now (use --via rest)")
+    return client.transport
+
+
+async def get_json(client: Client, path: str, params: dict[str, str]) -> dict[str, Any]:
+    t = rest_of(client, path)
+    return (await t._send("GET", f"{PREFIX}/{path}", params=params)).value
+
+
+async def export_lines(client: Client, params: dict[str, str]) -> AsyncIterator[bytes]:
+    """The export file's lines as the server streams them (no total timeout: a big log takes long)."""
+    t = rest_of(client, "export")
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.timeout, sock_read=t.timeout)
+    try:
+        response = await t.session().get(f"{PREFIX}/export", params=params, timeout=timeout, **t._tls_name())
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise _unreachable(t.access.server, exc) from exc
+    async with response:
+        if response.status >= 400:
+            raise error_from_status(await _body(response), code=response.status)
+        buffer = b""
+        async for chunk in response.content.iter_any():
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                yield line + b"\n"
+        if buffer:
+            yield buffer
+
+
+async def post_file(client: Client, path: str, data: Any) -> dict[str, Any]:
+    t = rest_of(client, path)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=t.timeout)
+    try:
+        async with t.session().post(f"{PREFIX}/{path}", data=data, timeout=timeout,
+                                    headers={"Content-Type": "application/x-ndjson"}, **t._tls_name()) as response:
+            value = await _body(response)
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise _unreachable(t.access.server, exc) from exc
+    if response.status >= 400:
+        raise error_from_status(value, code=response.status)
+    return value

@@ -124,7 +124,7 @@ class ResourceHandler:
             if ri.watch_path or request.query.get("watch") in ("true", "1"):
                 return await self.watches.serve(request, info, ri.namespace, ri.name)
             if ri.name:
-                at = await _read_at(request, self.registry.store)
+                at = await _read_at(request, self.registry.store, cache=self.watches.cache)
                 obj = await self.registry.get(info, ri.namespace, ri.name, at=at)
                 return respond(request, obj, info=info)
             return respond(request, await self._list(request, info, ri.namespace), info=info)
@@ -168,7 +168,8 @@ class ResourceHandler:
             raise errors.BadRequestError(f'invalid limit "{q.get("limit")}"') from None
         return await self.registry.list(info, namespace, label_selector=label, field_selector=fields, limit=limit,
                                         continue_token=q.get("continue", ""),
-                                        at=await _read_at(request, self.registry.store, list_=True, limit=limit))
+                                        at=await _read_at(request, self.registry.store, list_=True, limit=limit,
+                                                          cache=self.watches.cache))
 
     async def _delete_collection(self, request: web.Request, info: ResourceInfo, namespace: str,
                                  options: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +185,11 @@ class ResourceHandler:
         return {**listed, "items": deleted}
 
 
-async def _read_at(request: web.Request, store: Any = None, *, list_: bool = False, limit: int = 0) -> int | None:
+FUTURE_VERSION_WAIT = 3.0  # seconds a read of a version not yet seen waits, as kube-apiserver does
+
+
+async def _read_at(request: web.Request, store: Any = None, *, list_: bool = False, limit: int = 0,
+                   cache: Any = None) -> int | None:
     """The position a read must be served at: `asOf` (time travel, docs/history.md), or
     resourceVersionMatch=Exact (or a paged list with a resourceVersion); unset, "0" and
     NotOlderThan are served from the newest state."""
@@ -205,6 +210,12 @@ async def _read_at(request: web.Request, store: Any = None, *, list_: bool = Fal
     except ValueError:
         raise errors.BadRequestError(f'invalid resource version "{rv}": resourceVersion must be an integer') \
             from None
+    if cache is not None and position > cache.position and \
+            not await cache.wait_for(position, FUTURE_VERSION_WAIT):
+        # A version this server has not seen: wait a little for it, then give up as Kubernetes does.
+        raise errors.ServerTimeoutError(
+            f"Timeout: Too large resource version: {position}, current: {cache.position}",
+            causes=(errors.Cause("ResourceVersionTooLarge", "Too large resource version"),))
     if match == "Exact" or (list_ and limit and rv != "0" and match != "NotOlderThan"):
         return position
     return None

@@ -368,3 +368,14 @@ async def test_a_filtered_watch_sees_objects_enter_and_leave_the_selection(api):
                 if len(got) == 3:
                     break
     assert [e["type"] for e in got] == ["ADDED", "MODIFIED", "DELETED"]
+
+
+async def test_a_version_from_the_future_waits_then_times_out_as_kubernetes_does(api):
+    _, c, _ = await api.http("POST", CM, body=configmap("future"))
+    future = int(c["metadata"]["resourceVersion"]) + 1000
+    status, body, _ = await api.http("GET", f"{CM}/future?resourceVersion={future}")
+    assert status == 504 and body["reason"] == "Timeout"
+    assert body["message"].startswith(f"Timeout: Too large resource version: {future}, current: ")
+    assert body["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge"
+    status, listed, _ = await api.http("GET", f"{CM}?resourceVersion={c['metadata']['resourceVersion']}")
+    assert status == 200 and [i["metadata"]["name"] for i in listed["items"]] == ["future"]

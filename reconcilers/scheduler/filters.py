@@ -1,0 +1,342 @@
+"""Feasibility checks: may this pod run on this node? Each answers with kube-scheduler's reason.
+
+Fed by the pipeline with (pod, NodeInfo, Snapshot, prepared state); their
+reasons are recorded per node in the Decision and aggregated into the
+FailedScheduling message by explain.py. A check returns None when the pod fits,
+else its rejection reason (NodeResourcesFit may return several, as kube's does).
+
+`scope` says what a result depends on besides the pod's equivalence class:
+"node" (only this NodeInfo, so it can be cached by node generation) or
+"cluster" (other nodes' pods too, so it is cached per snapshot generation).
+`prepare` runs once per pod per snapshot (kube's PreFilter) for checks that
+need cluster-wide counts.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from eventplane.objects import selectors as sel
+
+from .resources import CPU, EPHEMERAL_STORAGE, MEMORY, PODS, NodeInfo, Obj, Snapshot, host_ports, \
+    pod_requests, ports_conflict
+
+Reason = str | tuple[str, ...] | None
+
+UNSCHEDULABLE_TAINT = "node.kubernetes.io/unschedulable"
+
+# kube-scheduler's reason texts.
+REASON_UNSCHEDULABLE = "node(s) were unschedulable"
+REASON_NODE_NAME = "node(s) didn't match the requested node name"
+REASON_NODE_AFFINITY = "node(s) didn't match Pod's node affinity/selector"
+REASON_PORTS = "node(s) didn't have free ports for the requested pod ports"
+REASON_TOO_MANY_PODS = "Too many pods"
+REASON_POD_AFFINITY = "node(s) didn't match pod affinity rules"
+REASON_POD_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
+REASON_EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affinity rules"
+REASON_SPREAD = "node(s) didn't match pod topology spread constraints"
+REASON_SPREAD_MISSING_LABEL = "node(s) didn't match pod topology spread constraints (missing required label)"
+
+
+def insufficient(resource: str) -> str:
+    return f"Insufficient {resource}"
+
+
+def untolerated_taint(taint: Obj) -> str:
+    return f"node(s) had untolerated taint {{{taint.get('key', '')}: {taint.get('value', '')}}}"
+
+
+def _spec(pod: Obj) -> Obj:
+    return pod.get("spec") or {}
+
+
+def _meta(obj: Obj) -> Obj:
+    return obj.get("metadata") or {}
+
+
+class Filter:
+    name: ClassVar[str] = ""
+    scope: ClassVar[str] = "node"
+
+    def prepare(self, pod: Obj, snapshot: Snapshot) -> Any:
+        return None
+
+    def check(self, pod: Obj, node: NodeInfo, snapshot: Snapshot, state: Any) -> Reason:
+        raise NotImplementedError
+
+
+# --- tolerations ---------------------------------------------------------------------------------
+
+def tolerates(toleration: Obj, taint: Obj) -> bool:
+    """v1.Toleration.ToleratesTaint."""
+    effect = toleration.get("effect") or ""
+    if effect and effect != taint.get("effect"):
+        return False
+    key = toleration.get("key") or ""
+    operator = toleration.get("operator") or "Equal"
+    if key and key != taint.get("key"):
+        return False
+    if operator == "Exists":
+        return True
+    return operator == "Equal" and bool(key) and (toleration.get("value") or "") == (taint.get("value") or "")
+
+
+def tolerated(pod: Obj, taint: Obj) -> bool:
+    return any(tolerates(t, taint) for t in _spec(pod).get("tolerations") or [])
+
+
+def node_taints(node: NodeInfo) -> list[Obj]:
+    return (node.node.get("spec") or {}).get("taints") or []
+
+
+class NodeUnschedulable(Filter):
+    name = "NodeUnschedulable"
+
+    def check(self, pod, node, snapshot, state):
+        if not (node.node.get("spec") or {}).get("unschedulable"):
+            return None
+        if tolerated(pod, {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}):
+            return None
+        return REASON_UNSCHEDULABLE
+
+
+class NodeName(Filter):
+    name = "NodeName"
+
+    def check(self, pod, node, snapshot, state):
+        wanted = _spec(pod).get("nodeName")
+        return None if not wanted or wanted == node.name else REASON_NODE_NAME
+
+
+class TaintToleration(Filter):
+    """The first NoSchedule or NoExecute taint the pod does not tolerate."""
+
+    name = "TaintToleration"
+
+    def check(self, pod, node, snapshot, state):
+        for taint in node_taints(node):
+            if taint.get("effect") in ("NoSchedule", "NoExecute") and not tolerated(pod, taint):
+                return untolerated_taint(taint)
+        return None
+
+
+# --- node affinity ---------------------------------------------------------------------------------
+
+_NODE_OPERATORS = {"In": sel.IN, "NotIn": sel.NOT_IN, "Exists": sel.EXISTS, "DoesNotExist": sel.DOES_NOT_EXIST,
+                   "Gt": sel.GREATER_THAN, "Lt": sel.LESS_THAN}
+
+
+def _requirement_matches(expr: Obj, values: Mapping[str, str]) -> bool:
+    operator = _NODE_OPERATORS.get(expr.get("operator"))
+    if operator is None:
+        return False
+    return sel.Requirement(expr.get("key") or "", operator, tuple(expr.get("values") or ())).matches(values)
+
+
+def node_selector_term_matches(term: Obj, node: NodeInfo) -> bool:
+    """A NodeSelectorTerm: matchExpressions on labels and matchFields on metadata.name, all must hold.
+
+    An empty term matches nothing.
+    """
+    expressions = term.get("matchExpressions") or []
+    fields = term.get("matchFields") or []
+    if not expressions and not fields:
+        return False
+    labels = node.labels
+    return (all(_requirement_matches(e, labels) for e in expressions)
+            and all(_requirement_matches(f, {"metadata.name": node.name}) for f in fields))
+
+
+def node_affinity_matches(pod: Obj, node: NodeInfo) -> bool:
+    """nodeSelector and requiredDuringSchedulingIgnoredDuringExecution (terms ORed) both hold."""
+    spec = _spec(pod)
+    labels = node.labels
+    for key, value in (spec.get("nodeSelector") or {}).items():
+        if labels.get(key) != value:
+            return False
+    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution"))
+    if required is not None:
+        return any(node_selector_term_matches(t, node) for t in required.get("nodeSelectorTerms") or [])
+    return True
+
+
+class NodeAffinity(Filter):
+    name = "NodeAffinity"
+
+    def check(self, pod, node, snapshot, state):
+        return None if node_affinity_matches(pod, node) else REASON_NODE_AFFINITY
+
+
+class NodePorts(Filter):
+    name = "NodePorts"
+
+    def prepare(self, pod, snapshot):
+        return host_ports(pod)
+
+    def check(self, pod, node, snapshot, state):
+        wanted = state if state is not None else host_ports(pod)
+        return REASON_PORTS if wanted and ports_conflict(wanted, node.used_ports) else None
+
+
+class NodeResourcesFit(Filter):
+    """Requests against allocatable minus what the node's pods request; every shortage is a reason."""
+
+    name = "NodeResourcesFit"
+
+    def prepare(self, pod, snapshot):
+        request = pod_requests(pod)
+        ordered = [CPU, MEMORY, EPHEMERAL_STORAGE] + sorted(set(request) - {CPU, MEMORY, EPHEMERAL_STORAGE, PODS})
+        return request, ordered
+
+    def check(self, pod, node, snapshot, state):
+        allocatable = node.allocatable
+        reasons = []
+        if len(node.pods) + 1 > allocatable.get(PODS, 0):
+            reasons.append(REASON_TOO_MANY_PODS)
+        request, ordered = state if state is not None else self.prepare(pod, snapshot)
+        for resource in ordered:
+            want = request.get(resource, 0)
+            if want > 0 and want > allocatable.get(resource, 0) - node.requested.get(resource, 0):
+                reasons.append(insufficient(resource))
+        return tuple(reasons) or None
+
+
+# --- inter-pod affinity --------------------------------------------------------------------------
+
+def _term_namespaces(term: Obj, pod: Obj, snapshot: Snapshot) -> set[str] | None:
+    """The namespaces a PodAffinityTerm looks in; None means all."""
+    names = set(term.get("namespaces") or ())
+    ns_selector = term.get("namespaceSelector")
+    if ns_selector is not None:
+        selector = sel.LabelSelector.from_object(ns_selector)
+        if selector.empty:
+            return None
+        names |= {n for n, labels in snapshot.namespaces.items() if selector.matches(labels)}
+    elif not names:
+        names = {_meta(pod).get("namespace") or "default"}
+    return names
+
+
+def term_matches_pod(term: Obj, owner: Obj, other: Obj, snapshot: Snapshot) -> bool:
+    """Does `other` match `term` of `owner`'s (anti-)affinity (namespaces and label selector)?"""
+    namespaces = _term_namespaces(term, owner, snapshot)
+    if namespaces is not None and (_meta(other).get("namespace") or "default") not in namespaces:
+        return False
+    return sel.LabelSelector.from_object(term.get("labelSelector")).matches(_meta(other).get("labels"))
+
+
+def _required_terms(pod: Obj, kind: str) -> list[Obj]:
+    return (((_spec(pod).get("affinity") or {}).get(kind) or {})
+            .get("requiredDuringSchedulingIgnoredDuringExecution") or [])
+
+
+class InterPodAffinity(Filter):
+    """Required pod affinity and anti-affinity, and existing pods' anti-affinity against this pod.
+
+    `prepare` maps each term to the topology values (key, value) that hold a matching pod.
+    """
+
+    name = "InterPodAffinity"
+    scope = "cluster"
+
+    def prepare(self, pod, snapshot):
+        affinity, anti = _required_terms(pod, "podAffinity"), _required_terms(pod, "podAntiAffinity")
+        affinity_domains: list[set[str]] = [set() for _ in affinity]
+        anti_domains: list[set[str]] = [set() for _ in anti]
+        existing_anti: set[tuple[str, str]] = set()
+        any_affinity_match = False
+        for info in snapshot.nodes:
+            labels = info.labels
+            for other in info.pods:
+                for i, term in enumerate(affinity):
+                    if term_matches_pod(term, pod, other, snapshot):
+                        any_affinity_match = True
+                        if term.get("topologyKey") in labels:
+                            affinity_domains[i].add(labels[term["topologyKey"]])
+                for i, term in enumerate(anti):
+                    if term.get("topologyKey") in labels and term_matches_pod(term, pod, other, snapshot):
+                        anti_domains[i].add(labels[term["topologyKey"]])
+                for term in _required_terms(other, "podAntiAffinity"):
+                    key = term.get("topologyKey")
+                    if key in labels and term_matches_pod(term, other, pod, snapshot):
+                        existing_anti.add((key, labels[key]))
+        # The first pod of a group that selects itself may go anywhere its terms' keys exist.
+        self_match = bool(affinity) and not any_affinity_match and all(
+            term_matches_pod(t, pod, pod, snapshot) for t in affinity)
+        return affinity, affinity_domains, anti, anti_domains, existing_anti, self_match
+
+    def check(self, pod, node, snapshot, state):
+        affinity, affinity_domains, anti, anti_domains, existing_anti, self_match = state
+        labels = node.labels
+        for term, domains in zip(affinity, affinity_domains):
+            key = term.get("topologyKey")
+            if key not in labels or not (self_match or labels[key] in domains):
+                return REASON_POD_AFFINITY
+        for term, domains in zip(anti, anti_domains):
+            key = term.get("topologyKey")
+            if key in labels and labels[key] in domains:
+                return REASON_POD_ANTI_AFFINITY
+        if any(labels.get(key) == value for key, value in existing_anti):
+            return REASON_EXISTING_ANTI_AFFINITY
+        return None
+
+
+# --- topology spread -----------------------------------------------------------------------------
+
+def hard_spread_constraints(pod: Obj) -> list[Obj]:
+    return [c for c in _spec(pod).get("topologySpreadConstraints") or []
+            if (c.get("whenUnsatisfiable") or "DoNotSchedule") == "DoNotSchedule"]
+
+
+class PodTopologySpread(Filter):
+    """whenUnsatisfiable: DoNotSchedule constraints: placing here must keep skew ≤ maxSkew.
+
+    Domains are counted over nodes that pass the pod's node affinity/selector and
+    carry every constraint's topology key (nodeAffinityPolicy: Honor, the default).
+    """
+
+    name = "PodTopologySpread"
+    scope = "cluster"
+
+    def prepare(self, pod, snapshot):
+        constraints = hard_spread_constraints(pod)
+        if not constraints:
+            return ()
+        keys = [c.get("topologyKey") for c in constraints]
+        namespace = _meta(pod).get("namespace") or "default"
+        selectors = [sel.LabelSelector.from_object(c.get("labelSelector")) for c in constraints]
+        counts: list[dict[str, int]] = [{} for _ in constraints]
+        for info in snapshot.nodes:
+            labels = info.labels
+            if not all(k in labels for k in keys) or not node_affinity_matches(pod, info):
+                continue
+            for i, (key, selector) in enumerate(zip(keys, selectors)):
+                domain = labels[key]
+                n = sum(1 for p in info.pods if (_meta(p).get("namespace") or "default") == namespace
+                        and not _meta(p).get("deletionTimestamp") and selector.matches(_meta(p).get("labels")))
+                counts[i][domain] = counts[i].get(domain, 0) + n
+        prepared = []
+        for c, key, selector, domain_counts in zip(constraints, keys, selectors, counts):
+            minimum = min(domain_counts.values()) if domain_counts else 0
+            if len(domain_counts) < int(c.get("minDomains") or 1):
+                minimum = 0
+            self_match = 1 if selector.matches(_meta(pod).get("labels")) else 0
+            prepared.append((key, int(c.get("maxSkew") or 1), domain_counts, minimum, self_match))
+        return tuple(prepared)
+
+    def check(self, pod, node, snapshot, state):
+        labels = node.labels
+        for key, max_skew, domain_counts, minimum, self_match in state:
+            if key not in labels:
+                return REASON_SPREAD_MISSING_LABEL
+            if domain_counts.get(labels[key], 0) + self_match - minimum > max_skew:
+                return REASON_SPREAD
+        return None
+
+
+# kube-scheduler's default filter order; the pipeline stops at a node's first failure.
+DEFAULT_FILTERS: tuple[Filter, ...] = (
+    NodeUnschedulable(), NodeName(), TaintToleration(), NodeAffinity(), NodePorts(), NodeResourcesFit(),
+    PodTopologySpread(), InterPodAffinity(),
+)

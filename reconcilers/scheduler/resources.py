@@ -1,0 +1,263 @@
+"""Requests, allocatable and the cluster snapshot the scheduler decides against.
+
+Fed by plain Kubernetes JSON (nodes and pods as dicts); consumed by filters,
+scorers and the pipeline. Quantities are parsed once with
+eventplane.objects.quantity into integers: cpu in millicores, memory and
+ephemeral-storage in bytes, `pods` and extended resources in units (rounded up,
+as the scheduler's Resource type does).
+
+A `Snapshot` is immutable: `with_pod` / `with_node` / `without_pod` return a new
+snapshot sharing the untouched NodeInfos, so a harness can hold a state copy
+and record plans without side effects. Every changed NodeInfo gets a fresh
+`generation` (unique in the process), which keys the score and feasibility caches.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from fractions import Fraction
+from typing import Any
+
+from eventplane.objects import quantity
+
+Obj = Mapping[str, Any]
+ResourceList = Mapping[str, int]
+
+CPU, MEMORY, EPHEMERAL_STORAGE, PODS = "cpu", "memory", "ephemeral-storage", "pods"
+# Scoring treats a container without requests as if it asked for this much
+# (kube-scheduler's DefaultMilliCPURequest and DefaultMemoryRequest), so that
+# best-effort pods still spread.
+DEFAULT_MILLI_CPU_REQUEST = 100
+DEFAULT_MEMORY_REQUEST = 200 * 1024 * 1024
+ZONE_LABEL = "topology.kubernetes.io/zone"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+_generations = itertools.count(1)
+
+
+def to_int(name: str, text: Any) -> int:
+    """A quantity as the scheduler counts it: millicores for cpu, units (rounded up) otherwise."""
+    value = quantity.value_of(str(text)) if not isinstance(text, (int, float)) else Fraction(text)
+    if name == CPU:
+        value *= 1000
+    return math.ceil(value)
+
+
+def resource_list(raw: Obj | None) -> dict[str, int]:
+    return {name: to_int(name, value) for name, value in (raw or {}).items()}
+
+
+def add(a: ResourceList, b: ResourceList) -> dict[str, int]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+def _max(a: ResourceList, b: ResourceList) -> dict[str, int]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = max(out.get(k, 0), v)
+    return out
+
+
+def _container_requests(c: Obj, *, non_zero: bool) -> dict[str, int]:
+    res = c.get("resources") or {}
+    # Requests default to limits (the API server does this; repeated for raw dicts).
+    raw = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+    out = resource_list(raw)
+    if non_zero:
+        out.setdefault(CPU, DEFAULT_MILLI_CPU_REQUEST)
+        out.setdefault(MEMORY, DEFAULT_MEMORY_REQUEST)
+    return out
+
+
+def pod_requests(pod: Obj, *, non_zero: bool = False) -> dict[str, int]:
+    """resourcehelper.PodRequests: containers summed, init containers maxed, sidecars added, plus overhead.
+
+    `non_zero` gives the scoring view, where a container without a cpu or memory
+    request counts as DEFAULT_MILLI_CPU_REQUEST / DEFAULT_MEMORY_REQUEST.
+    """
+    spec = pod.get("spec") or {}
+    total: dict[str, int] = {}
+    for c in spec.get("containers") or []:
+        total = add(total, _container_requests(c, non_zero=non_zero))
+    sidecars: dict[str, int] = {}
+    init_max: dict[str, int] = {}
+    for c in spec.get("initContainers") or []:
+        req = _container_requests(c, non_zero=non_zero)
+        if c.get("restartPolicy") == "Always":
+            sidecars = add(sidecars, req)
+            total = add(total, req)
+        else:
+            init_max = _max(init_max, add(sidecars, req))
+    total = _max(total, init_max)
+    return add(total, resource_list(spec.get("overhead")))
+
+
+def host_ports(pod: Obj) -> frozenset[tuple[str, str, int]]:
+    """(protocol, hostIP, hostPort) of every container port that claims a host port."""
+    out = set()
+    spec = pod.get("spec") or {}
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        for p in c.get("ports") or []:
+            if p.get("hostPort"):
+                out.add((p.get("protocol") or "TCP", p.get("hostIP") or "0.0.0.0", int(p["hostPort"])))
+    return frozenset(out)
+
+
+def ports_conflict(wanted: Iterable[tuple[str, str, int]], used: Iterable[tuple[str, str, int]]) -> bool:
+    """HostPortInfo.CheckConflict: same protocol and port, and either IP is 0.0.0.0 or they are equal."""
+    used = list(used)
+    for proto, ip, port in wanted:
+        for uproto, uip, uport in used:
+            if proto == uproto and port == uport and (ip == uip or "0.0.0.0" in (ip, uip)):
+                return True
+    return False
+
+
+def normalized_image(name: str) -> str:
+    last = name.rsplit("/", 1)[-1]
+    return name if ":" in last or "@" in last else name + ":latest"
+
+
+def pod_key(pod: Obj) -> str:
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name') or ''}"
+
+
+def _terminal(pod: Obj) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+# --- snapshot -----------------------------------------------------------------------------------------
+
+_NODE_DERIVED = ("name", "labels", "images", "allocatable")
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node with the pods bound to it and their precomputed totals.
+
+    Invariant: `requested`, `non_zero_requested` and `used_ports` are the sums
+    over `pods`; `generation` changes whenever the node or its pods change.
+    """
+
+    node: Obj
+    pods: tuple[Obj, ...] = ()
+    requested: ResourceList = field(default_factory=dict)
+    non_zero_requested: ResourceList = field(default_factory=dict)
+    used_ports: frozenset[tuple[str, str, int]] = frozenset()
+    generation: int = 0
+
+    @classmethod
+    def build(cls, node: Obj, pods: Iterable[Obj] = ()) -> NodeInfo:
+        pods = tuple(pods)
+        requested: dict[str, int] = {}
+        non_zero: dict[str, int] = {}
+        ports: set = set()
+        for p in pods:
+            requested = add(requested, pod_requests(p))
+            non_zero = add(non_zero, pod_requests(p, non_zero=True))
+            ports |= host_ports(p)
+        return cls(node, pods, requested, non_zero, frozenset(ports), next(_generations))
+
+    # Parsed once per NodeInfo: every filter and scorer reads these.
+    @cached_property
+    def name(self) -> str:
+        return (self.node.get("metadata") or {}).get("name") or ""
+
+    @cached_property
+    def labels(self) -> Mapping[str, str]:
+        return (self.node.get("metadata") or {}).get("labels") or {}
+
+    @cached_property
+    def images(self) -> dict[str, int]:
+        """Image name (tag defaulted to latest) to size in bytes, from status.images."""
+        out: dict[str, int] = {}
+        for image in (self.node.get("status") or {}).get("images") or []:
+            for name in image.get("names") or []:
+                out[normalized_image(name)] = int(image.get("sizeBytes") or 0)
+        return out
+
+    @cached_property
+    def allocatable(self) -> dict[str, int]:
+        status = self.node.get("status") or {}
+        return resource_list(status.get("allocatable") or status.get("capacity"))
+
+    def with_pod(self, pod: Obj) -> NodeInfo:
+        info = replace(self, pods=self.pods + (pod,), requested=add(self.requested, pod_requests(pod)),
+                       non_zero_requested=add(self.non_zero_requested, pod_requests(pod, non_zero=True)),
+                       used_ports=self.used_ports | host_ports(pod), generation=next(_generations))
+        # Same node object: keep what was parsed from it (cached_property stores in __dict__).
+        info.__dict__.update({k: v for k, v in self.__dict__.items() if k in _NODE_DERIVED})
+        return info
+
+    def without_pod(self, key: str) -> NodeInfo:
+        return NodeInfo.build(self.node, (p for p in self.pods if pod_key(p) != key))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Nodes (in a stable order) and their pods; `namespaces` maps a name to its labels.
+
+    `generation` changes on every change anywhere, for results that depend on
+    more than one node (inter-pod affinity, topology spread).
+    """
+
+    nodes: tuple[NodeInfo, ...] = ()
+    namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    generation: int = 0
+
+    @classmethod
+    def build(cls, nodes: Iterable[Obj], pods: Iterable[Obj] = (), *,
+              namespaces: Mapping[str, Mapping[str, str]] | None = None) -> Snapshot:
+        """Bound, non-terminal pods go with their node; pending and finished pods are left out."""
+        by_node: dict[str, list[Obj]] = {}
+        for p in pods:
+            name = (p.get("spec") or {}).get("nodeName")
+            if name and not _terminal(p):
+                by_node.setdefault(name, []).append(p)
+        infos = tuple(NodeInfo.build(n, by_node.get((n.get("metadata") or {}).get("name"), ())) for n in nodes)
+        return cls(infos, dict(namespaces or {}), next(_generations))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", {info.name: i for i, info in enumerate(self.nodes)})
+
+    @cached_property
+    def image_spread(self) -> dict[str, int]:
+        """How many nodes hold each image (ImageLocality scales by it)."""
+        counts: dict[str, int] = {}
+        for info in self.nodes:
+            for image in info.images:
+                counts[image] = counts.get(image, 0) + 1
+        return counts
+
+    def get(self, name: str) -> NodeInfo | None:
+        i = self._index.get(name)  # type: ignore[attr-defined]
+        return None if i is None else self.nodes[i]
+
+    def _replace_node(self, i: int, info: NodeInfo) -> Snapshot:
+        nodes = self.nodes[:i] + (info,) + self.nodes[i + 1:]
+        return Snapshot(nodes, self.namespaces, next(_generations))
+
+    def with_pod(self, pod: Obj, node_name: str) -> Snapshot:
+        """The snapshot after binding `pod` to `node_name` (the pod's spec.nodeName is set in the copy)."""
+        i = self._index[node_name]  # type: ignore[attr-defined]
+        bound = {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node_name}}
+        return self._replace_node(i, self.nodes[i].with_pod(bound))
+
+    def without_pod(self, key: str, node_name: str) -> Snapshot:
+        i = self._index[node_name]  # type: ignore[attr-defined]
+        return self._replace_node(i, self.nodes[i].without_pod(key))
+
+    def with_node(self, node: Obj) -> Snapshot:
+        """Add `node`, or replace the node of that name keeping its pods."""
+        name = (node.get("metadata") or {}).get("name")
+        i = self._index.get(name)  # type: ignore[attr-defined]
+        if i is None:
+            return Snapshot(self.nodes + (NodeInfo.build(node),), self.namespaces, next(_generations))
+        return self._replace_node(i, NodeInfo.build(node, self.nodes[i].pods))

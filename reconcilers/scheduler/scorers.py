@@ -1,0 +1,249 @@
+"""Scorers: how good is a feasible node for this pod? Each gives a 0–100 score and a label.
+
+Fed by the pipeline with the feasible nodes; `score` gives a raw value and a
+label saying how it was reached, `normalize` maps the raw values of all
+feasible nodes to 0–100 (kube's NormalizeScore). A Profile picks scorers and
+weights; the pipeline records every score so explain.py can print it.
+
+`cacheable` scorers depend only on the pod's equivalence class and this
+NodeInfo, so their raw scores may be cached by node generation.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+from .filters import node_selector_term_matches, node_taints, tolerated
+from .resources import CPU, MEMORY, ZONE_LABEL, NodeInfo, Obj, Snapshot, normalized_image, pod_requests
+
+MAX_SCORE = 100
+
+
+class Score(NamedTuple):
+    value: int
+    label: str
+
+
+class Scorer:
+    name: ClassVar[str] = ""
+    cacheable: ClassVar[bool] = True
+
+    def prepare(self, pod: Obj, snapshot: Snapshot) -> Any:
+        """Per-pod work done once per decision (kube's PreScore); its result comes back as `state`."""
+        return None
+
+    def score(self, pod: Obj, node: NodeInfo, snapshot: Snapshot, state: Any = None) -> Score:
+        raise NotImplementedError
+
+    def normalize(self, raw: Mapping[str, int], snapshot: Snapshot) -> dict[str, int]:
+        """Raw scores of all feasible nodes to 0–100; by default raw scores already are."""
+        return dict(raw)
+
+
+def _normalize(raw: Mapping[str, int], *, reverse: bool) -> dict[str, int]:
+    """helper.DefaultNormalizeScore: scale to the maximum; `reverse` makes fewer better."""
+    top = max(raw.values(), default=0)
+    if top == 0:
+        return {k: MAX_SCORE if reverse else 0 for k in raw}
+    return {k: (MAX_SCORE - v * MAX_SCORE // top) if reverse else v * MAX_SCORE // top for k, v in raw.items()}
+
+
+# --- resource allocation -------------------------------------------------------------------------
+
+_WEIGHTS = ((CPU, 1), (MEMORY, 1))
+
+
+class _AllocationScorer(Scorer):
+    def prepare(self, pod, snapshot):
+        return pod_requests(pod, non_zero=True)
+
+
+def _allocation(pod: Obj, node: NodeInfo, request: Any) -> list[tuple[str, int, int, int]]:
+    """(resource, weight, requested including this pod, allocatable) on the scoring (non-zero) view."""
+    if request is None:
+        request = pod_requests(pod, non_zero=True)
+    allocatable = node.allocatable
+    return [(r, w, node.non_zero_requested.get(r, 0) + request.get(r, 0), allocatable.get(r, 0))
+            for r, w in _WEIGHTS]
+
+
+def _weighted(parts: list[tuple[int, int]]) -> int:
+    total = sum(w for _, w in parts)
+    return sum(s * w for s, w in parts) // total if total else 0
+
+
+class LeastAllocated(_AllocationScorer):
+    """Worst fit: (allocatable − requested) × 100 / allocatable, averaged over cpu and memory."""
+
+    name = "NodeResourcesLeastAllocated"
+
+    def score(self, pod, node, snapshot, state=None):
+        parts, label = [], []
+        for r, w, req, cap in _allocation(pod, node, state):
+            s = 0 if cap == 0 or req > cap else (cap - req) * MAX_SCORE // cap
+            parts.append((s, w))
+            label.append(f"{r} {s}")
+        return Score(_weighted(parts), ", ".join(label))
+
+
+class MostAllocated(_AllocationScorer):
+    """Best fit: requested × 100 / allocatable (requested capped at allocatable)."""
+
+    name = "NodeResourcesMostAllocated"
+
+    def score(self, pod, node, snapshot, state=None):
+        parts, label = [], []
+        for r, w, req, cap in _allocation(pod, node, state):
+            s = 0 if cap == 0 else min(req, cap) * MAX_SCORE // cap
+            parts.append((s, w))
+            label.append(f"{r} {s}")
+        return Score(_weighted(parts), ", ".join(label))
+
+
+class BalancedAllocation(_AllocationScorer):
+    """(1 − standard deviation of the requested fractions) × 100: favours nodes used evenly across resources."""
+
+    name = "NodeResourcesBalancedAllocation"
+
+    def score(self, pod, node, snapshot, state=None):
+        fractions = [min(req / cap, 1.0) for _, _, req, cap in _allocation(pod, node, state) if cap > 0]
+        if not fractions:
+            return Score(0, "no allocatable")
+        mean = sum(fractions) / len(fractions)
+        std = (sum((f - mean) ** 2 for f in fractions) / len(fractions)) ** 0.5
+        return Score(int((1 - std) * MAX_SCORE), "fractions " + ", ".join(f"{f:.2f}" for f in fractions))
+
+
+# --- affinity and taints -------------------------------------------------------------------------
+
+class NodeAffinityPreferred(Scorer):
+    """Sum of the weights of matching preferred node-affinity terms, scaled to the best node."""
+
+    name = "NodeAffinity"
+
+    def score(self, pod, node, snapshot, state=None):
+        preferred = ((((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
+                     .get("preferredDuringSchedulingIgnoredDuringExecution") or [])
+        total = sum(int(p.get("weight") or 0) for p in preferred
+                    if node_selector_term_matches(p.get("preference") or {}, node))
+        return Score(total, f"matching weight {total}")
+
+    def normalize(self, raw, snapshot):
+        return _normalize(raw, reverse=False)
+
+
+class TaintTolerationPreferred(Scorer):
+    """Fewer untolerated PreferNoSchedule taints score higher."""
+
+    name = "TaintToleration"
+
+    def score(self, pod, node, snapshot, state=None):
+        n = sum(1 for t in node_taints(node) if t.get("effect") == "PreferNoSchedule" and not tolerated(pod, t))
+        return Score(n, f"{n} untolerated PreferNoSchedule")
+
+    def normalize(self, raw, snapshot):
+        return _normalize(raw, reverse=True)
+
+
+# --- image locality ------------------------------------------------------------------------------
+
+_MB = 1024 * 1024
+_IMAGE_MIN, _IMAGE_MAX_PER_CONTAINER = 23 * _MB, 1000 * _MB
+
+
+class ImageLocality(Scorer):
+    """Nodes that already hold the pod's images, weighted by size and by how widely the image is spread."""
+
+    name = "ImageLocality"
+    cacheable = False  # the spread factor depends on every node's images
+
+    def prepare(self, pod, snapshot):
+        spec = pod.get("spec") or {}
+        containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
+        return len(containers), {normalized_image(c.get("image") or "") for c in containers}
+
+    def score(self, pod, node, snapshot, state=None):
+        count, wanted = state if state is not None else self.prepare(pod, snapshot)
+        total_nodes = len(snapshot.nodes) or 1
+        here = node.images
+        s = 0
+        for image in wanted & here.keys():
+            s += int(here[image] * snapshot.image_spread[image] / total_nodes)
+        hi = _IMAGE_MAX_PER_CONTAINER * max(count, 1)
+        clamped = min(max(s, _IMAGE_MIN), hi)
+        return Score(MAX_SCORE * (clamped - _IMAGE_MIN) // (hi - _IMAGE_MIN), f"{s // _MB}MiB of images present")
+
+
+
+# --- default spreading ---------------------------------------------------------------------------
+
+def controller_uid(pod: Obj) -> str | None:
+    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
+
+
+class SelectorSpread(Scorer):
+    """Spread a controller's pods: fewer of its pods on the node, and in the node's zone, score higher.
+
+    Zones weigh 2/3 and nodes 1/3 when nodes carry a zone label (kube's SelectorSpread).
+    """
+
+    name = "SelectorSpread"
+    cacheable = False  # zone counts depend on other nodes
+
+    def prepare(self, pod, snapshot):
+        return controller_uid(pod), (pod.get("metadata") or {}).get("namespace") or "default"
+
+    def score(self, pod, node, snapshot, state=None):
+        uid, ns = state if state is not None else self.prepare(pod, snapshot)
+        n = 0 if uid is None else sum(1 for p in node.pods if controller_uid(p) == uid
+                                      and ((p.get("metadata") or {}).get("namespace") or "default") == ns)
+        return Score(n, f"{n} sibling pod(s) on node")
+
+    def normalize(self, raw, snapshot):
+        """Normalize node counts and mix in zone counts (over the feasible nodes)."""
+        zones: dict[str, int] = {}
+        zone_of: dict[str, str] = {}
+        for name, count in raw.items():
+            info = snapshot.get(name)
+            zone = info.labels.get(ZONE_LABEL) if info else None
+            if zone is not None:
+                zone_of[name] = zone
+                zones[zone] = zones.get(zone, 0) + count
+        max_node = max(raw.values(), default=0)
+        max_zone = max(zones.values(), default=0)
+        out = {}
+        for name, count in raw.items():
+            s = MAX_SCORE * (max_node - count) / max_node if max_node > 0 else MAX_SCORE
+            if zone_of.get(name) is not None:
+                zs = MAX_SCORE * (max_zone - zones[zone_of[name]]) / max_zone if max_zone > 0 else MAX_SCORE
+                s = s / 3 + zs * 2 / 3
+            out[name] = int(s)
+        return out
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named choice of scorers with weights; the node's total is Σ weight × normalized score."""
+
+    name: str
+    scorers: tuple[tuple[Scorer, int], ...]
+
+
+# kube-scheduler's default weights (PodTopologySpread's 2 goes to SelectorSpread here).
+DEFAULT_PROFILE = Profile("default-scheduler", (
+    (TaintTolerationPreferred(), 3), (NodeAffinityPreferred(), 2), (SelectorSpread(), 2),
+    (LeastAllocated(), 1), (BalancedAllocation(), 1), (ImageLocality(), 1),
+))
+BIN_PACKING_PROFILE = Profile("bin-packing", (
+    (TaintTolerationPreferred(), 3), (NodeAffinityPreferred(), 2), (MostAllocated(), 1), (ImageLocality(), 1),
+))
+HYBRID_PROFILE = Profile("hybrid", (
+    (TaintTolerationPreferred(), 3), (NodeAffinityPreferred(), 2), (SelectorSpread(), 2),
+    (BalancedAllocation(), 2), (MostAllocated(), 1),
+))
+PROFILES: dict[str, Profile] = {p.name: p for p in (DEFAULT_PROFILE, BIN_PACKING_PROFILE, HYBRID_PROFILE)}
+

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import yaml
 
 from eventplane.objects import errors
@@ -138,4 +139,7 @@ def plain(value: Any) -> Any:
 def encode(value: Any, media: str = JSON) -> bytes:
     if media == YAML:
         return yaml.safe_dump(value, sort_keys=False, default_flow_style=False).encode()
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        return orjson.dumps(value)  # a 1,000-object list encodes several times faster than with json
+    except TypeError:  # an integer beyond 64 bits, or another value orjson refuses
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

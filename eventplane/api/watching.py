@@ -10,7 +10,6 @@ version older than the stream keeps ends the watch with an ERROR 410.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from typing import Any
@@ -21,6 +20,7 @@ from eventplane.objects import errors
 from eventplane.objects.events import EventType
 from eventplane.objects.schema import ResourceInfo
 
+from . import codec
 from .registry import Registry
 from .watchcache import WatchCache
 
@@ -154,4 +154,4 @@ def _bookmark(info: ResourceInfo, position: int, *, initial_end: bool = False) -
 
 
 async def _send(response: web.StreamResponse, kind: str, obj: dict[str, Any]) -> None:
-    await response.write(json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n")
+    await response.write(codec.encode({"type": kind, "object": obj}) + b"\n")

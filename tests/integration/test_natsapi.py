@@ -255,7 +255,7 @@ async def test_a_watch_ends_when_its_inbox_goes_away(raw, nc, natsapi, monkeypat
     code, _ = await raw("watch", {"resource": "configmaps", "inbox": inbox})
     assert code == 200 and len(natsapi.watches._running) == 1
     await sub.unsubscribe()
-    for _ in range(100):  # bounded: three missed heartbeats end it
+    for _ in range(250):  # bounded: three missed heartbeats end it
         if not natsapi.watches._running:
             break
         await asyncio.sleep(0.1)

@@ -97,12 +97,14 @@ class Api:
         return r.out
 
 
+# The server's own NATS API gets a prefix no test-made NatsApi can have ("srv…"): two NatsApis on
+# one prefix share a queue group, and a request could be answered by the one the test is not watching.
 @contextlib.asynccontextmanager
 async def running_api(database_url: str, nats_url: str, bus: BusConfig, data_dir: Path):
     data_dir.mkdir(parents=True, exist_ok=True)
     async with running_relay(database_url, nats_url, bus):
         server = ApiServer(ApiConfig(database_url=database_url, nats_url=nats_url, data_dir=data_dir, bus=bus,
-                                     port=free_port(), nats_api_prefix=bus.subject_prefix.rsplit(".", 1)[0] + ".api"))
+                                     port=free_port(), nats_api_prefix="srv" + bus.subject_prefix.rsplit(".", 1)[0] + ".api"))
         await server.start()
         try:
             kubeconfig = data_dir / "kubeconfig"

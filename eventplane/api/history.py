@@ -9,14 +9,16 @@ between two points of its life, and the causation chain behind it — over the e
 <object path> is the object's ordinary path without the leading slash
 (api/v1/namespaces/default/pods/web). AT is what `asOf` accepts on every get and
 list (see `resolve_as_of`): a resourceVersion, an RFC 3339 time or a negative
-duration (-10m). Fed by aiohttp (routes added in app.py); reads the store's
-history module; docs/history.md documents the shapes.
+duration (-10m). Fed by aiohttp (routes added in app.py) and by the NATS API's history,
+diff, why and positions subjects (natsapi.py), which call the same query functions;
+reads the store's history module; docs/history.md documents the shapes.
 """
 from __future__ import annotations
 
 import difflib
 import re
 from datetime import datetime, timedelta, timezone
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -24,6 +26,7 @@ from aiohttp import web
 
 from eventplane.objects import errors
 from eventplane.objects.events import Event, EventType, StreamId, unpack
+from eventplane.objects.schema import ResourceInfo
 from eventplane.objects.summary import summarize
 from eventplane.store import history as store_history
 from eventplane.store import reads
@@ -84,6 +87,14 @@ async def resolve_as_of(pool, text: str) -> int:
     return await store_history.position_at(pool, at)
 
 
+async def read_position(pool, as_of: str, *, resource_version: str = "", match: str = "") -> int:
+    """The position of a get or list with `asOf` (REST's query parameter, a NATS request's field)."""
+    if resource_version or match:
+        raise errors.BadRequestError("asOf cannot be combined with resourceVersion or resourceVersionMatch: "
+                                     "asOf already names the point the read is served at")
+    return await resolve_as_of(pool, as_of)
+
+
 # --- handlers -----------------------------------------------------------------------------------
 
 class HistoryHandler:
@@ -121,91 +132,106 @@ class HistoryHandler:
         if ri is None or not ri.name or ri.subresource or ri.watch_path:
             raise errors.BadRequestError("name one object by its path, e.g. "
                                          f"{PREFIX}/history/api/v1/namespaces/default/pods/web")
-        info = self.resources.resolve(ri)
-        return info, ri, stream_of(info, ri.namespace, ri.name)
+        return self.resources.resolve(ri), ri.namespace, ri.name
 
     async def positions(self, request: web.Request) -> web.Response:
-        at = request.query.get("at", "")
-        if not at:
-            raise errors.BadRequestError("the query parameter at is required (a resourceVersion, an RFC 3339 "
-                                         "time or a negative duration)")
-        position = await resolve_as_of(self.pool, at)
-        return web.json_response({"kind": "Position", "apiVersion": GROUP_VERSION, "at": at,
-                                  "resourceVersion": str(position), "head": str(await reads.head(self.pool))})
+        return web.json_response(await position_of(self.pool, request.query))
 
     async def history(self, request: web.Request) -> web.Response:
-        info, ri, stream = self._target(request)
-        uid = request.query.get("uid") or None
-        events = await store_history.stream_history(self.pool, stream, uid=uid)
-        if not events:
-            raise not_found(info, ri.name)
-        items = []
-        last: dict[str, Any] = {}  # uid → its incarnation's object before the next event
-        for e in events:
-            obj = None if e.type == EventType.DELETED else unpack(e.payload)
-            items.append({**step(e), "summary": summarize(last.get(e.uid), obj, event_type=e.type)})
-            last[e.uid] = obj
-        return web.json_response({"kind": "ObjectHistory", "apiVersion": GROUP_VERSION,
-                                  "object": reference(stream, info.version), "items": items})
+        return web.json_response(await history_of(self.pool, *self._target(request), request.query))
 
     async def diff(self, request: web.Request) -> web.Response:
-        info, ri, stream = self._target(request)
-        q = request.query
-        start = await resolve_as_of(self.pool, q["from"]) if q.get("from") else 0
-        end = await resolve_as_of(self.pool, q["to"]) if q.get("to") else await reads.head(self.pool)
-        if start > end:
-            raise errors.BadRequestError(f"from (resourceVersion {start}) is after to (resourceVersion {end})")
-        old = await reads.object_at(self.pool, stream, start) if start else None
-        new = await reads.object_at(self.pool, stream, end)
-        events = [e for e in await store_history.stream_history(self.pool, stream) if start < e.position <= end]
-        if old is None and new is None and not events:
-            raise not_found(info, ri.name)
-        doc: dict[str, Any] = {"kind": "ObjectDiff", "apiVersion": GROUP_VERSION,
-                               "object": reference(stream, info.version),
-                               "from": {"resourceVersion": str(start), "object": old},
-                               "to": {"resourceVersion": str(end), "object": new}}
-        field = q.get("field")
-        if field:
-            path = parse_field(field)
-            values = [{"resourceVersion": str(start), "time": None, "actor": None,
-                       **_value(old, path)}]
-            for e in events:
-                value = _value(None if e.type == EventType.DELETED else unpack(e.payload), path)
-                if value != {k: values[-1][k] for k in value}:
-                    values.append({"resourceVersion": str(e.position), "time": _time_us(e.occurred_at_us),
-                                   "actor": e.actor, **value})
-            doc["field"], doc["values"] = field, values
-        else:
-            name = f"{info.resource}/{ri.name}"
-            doc["diff"] = unified(old, new, f"{name}@{start}", f"{name}@{end}")
-        return web.json_response(doc)
+        return web.json_response(await diff_of(self.pool, *self._target(request), request.query))
 
     async def why(self, request: web.Request) -> web.Response:
-        info, ri, stream = self._target(request)
-        rv = request.query.get("resourceVersion")
-        if rv:
-            if not rv.isdigit():
-                raise errors.BadRequestError(f'invalid resourceVersion "{rv}"')
-            first = await store_history.event_at(self.pool, int(rv))
-            if first is None or first.stream != stream:
-                raise errors.NotFoundError(f"resourceVersion {rv} is not an event of {info.resource}/{ri.name}")
-        else:
-            latest = await store_history.stream_history(self.pool, stream)
-            if not latest:
-                raise not_found(info, ri.name)
-            first = latest[-1]
-        chain = list(reversed(await store_history.causation_chain(self.pool, first.position)))
-        steps = []
-        for i, e in enumerate(chain):
-            nxt = chain[i + 1] if i + 1 < len(chain) else None
-            steps.append({**step(e), "object": reference(e.stream),
-                          "latencySeconds": (nxt.occurred_at_us - e.occurred_at_us) / 1e6 if nxt else None})
-        root = chain[0]
-        complete = root.causation is None
-        return web.json_response({"kind": "CausationChain", "apiVersion": GROUP_VERSION,
-                                  "object": reference(stream, info.version), "complete": complete,
-                                  "totalSeconds": (chain[-1].occurred_at_us - root.occurred_at_us) / 1e6,
-                                  "steps": steps})
+        return web.json_response(await why_of(self.pool, *self._target(request), request.query))
+
+
+# --- the queries, shared by REST (HistoryHandler) and NATS (natsapi.py) --------------------------
+#
+# Each takes the object (its resource, namespace and name) and the query's parameters as strings,
+# REST's query string or the NATS request's fields, and answers the document both transports send.
+
+async def position_of(pool, q: Mapping[str, str]) -> dict[str, Any]:
+    at = q.get("at", "")
+    if not at:
+        raise errors.BadRequestError("the query parameter at is required (a resourceVersion, an RFC 3339 "
+                                     "time or a negative duration)")
+    position = await resolve_as_of(pool, at)
+    return {"kind": "Position", "apiVersion": GROUP_VERSION, "at": at,
+            "resourceVersion": str(position), "head": str(await reads.head(pool))}
+
+
+async def history_of(pool, info: ResourceInfo, namespace: str, name: str, q: Mapping[str, str]) -> dict[str, Any]:
+    stream = stream_of(info, namespace, name)
+    events = await store_history.stream_history(pool, stream, uid=q.get("uid") or None)
+    if not events:
+        raise not_found(info, name)
+    items = []
+    last: dict[str, Any] = {}  # uid → its incarnation's object before the next event
+    for e in events:
+        obj = None if e.type == EventType.DELETED else unpack(e.payload)
+        items.append({**step(e), "summary": summarize(last.get(e.uid), obj, event_type=e.type)})
+        last[e.uid] = obj
+    return {"kind": "ObjectHistory", "apiVersion": GROUP_VERSION, "object": reference(stream, info.version),
+            "items": items}
+
+
+async def diff_of(pool, info: ResourceInfo, namespace: str, name: str, q: Mapping[str, str]) -> dict[str, Any]:
+    stream = stream_of(info, namespace, name)
+    start = await resolve_as_of(pool, q["from"]) if q.get("from") else 0
+    end = await resolve_as_of(pool, q["to"]) if q.get("to") else await reads.head(pool)
+    if start > end:
+        raise errors.BadRequestError(f"from (resourceVersion {start}) is after to (resourceVersion {end})")
+    old = await reads.object_at(pool, stream, start) if start else None
+    new = await reads.object_at(pool, stream, end)
+    events = [e for e in await store_history.stream_history(pool, stream) if start < e.position <= end]
+    if old is None and new is None and not events:
+        raise not_found(info, name)
+    doc: dict[str, Any] = {"kind": "ObjectDiff", "apiVersion": GROUP_VERSION,
+                           "object": reference(stream, info.version),
+                           "from": {"resourceVersion": str(start), "object": old},
+                           "to": {"resourceVersion": str(end), "object": new}}
+    field = q.get("field")
+    if field:
+        path = parse_field(field)
+        values = [{"resourceVersion": str(start), "time": None, "actor": None, **_value(old, path)}]
+        for e in events:
+            value = _value(None if e.type == EventType.DELETED else unpack(e.payload), path)
+            if value != {k: values[-1][k] for k in value}:
+                values.append({"resourceVersion": str(e.position), "time": _time_us(e.occurred_at_us),
+                               "actor": e.actor, **value})
+        doc["field"], doc["values"] = field, values
+    else:
+        label = f"{info.resource}/{name}"
+        doc["diff"] = unified(old, new, f"{label}@{start}", f"{label}@{end}")
+    return doc
+
+
+async def why_of(pool, info: ResourceInfo, namespace: str, name: str, q: Mapping[str, str]) -> dict[str, Any]:
+    stream = stream_of(info, namespace, name)
+    rv = q.get("resourceVersion")
+    if rv:
+        if not rv.isdigit():
+            raise errors.BadRequestError(f'invalid resourceVersion "{rv}"')
+        first = await store_history.event_at(pool, int(rv))
+        if first is None or first.stream != stream:
+            raise errors.NotFoundError(f"resourceVersion {rv} is not an event of {info.resource}/{name}")
+    else:
+        latest = await store_history.stream_history(pool, stream)
+        if not latest:
+            raise not_found(info, name)
+        first = latest[-1]
+    chain = list(reversed(await store_history.causation_chain(pool, first.position)))
+    steps = []
+    for i, e in enumerate(chain):
+        nxt = chain[i + 1] if i + 1 < len(chain) else None
+        steps.append({**step(e), "object": reference(e.stream),
+                      "latencySeconds": (nxt.occurred_at_us - e.occurred_at_us) / 1e6 if nxt else None})
+    root = chain[0]
+    return {"kind": "CausationChain", "apiVersion": GROUP_VERSION, "object": reference(stream, info.version),
+            "complete": root.causation is None,
+            "totalSeconds": (chain[-1].occurred_at_us - root.occurred_at_us) / 1e6, "steps": steps}
 
 
 # --- shapes -------------------------------------------------------------------------------------

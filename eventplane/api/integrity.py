@@ -1,4 +1,5 @@
-"""The log's integrity and portability over REST, in history.eventplane.io/v1:
+"""The log's integrity and portability in history.eventplane.io/v1, over REST (verify and
+replay over NATS too):
 
     GET  /apis/history.eventplane.io/v1/verify[?from=RV&to=RV]  → ChainVerification
     GET  /apis/history.eventplane.io/v1/export[?until=AT]       → the portable file (NDJSON, streamed)
@@ -6,20 +7,24 @@
     GET  /apis/history.eventplane.io/v1/replay?to=AT[&controller=NAME] → ReplayDiff
 
 AT is what `asOf` accepts (history.resolve_as_of): a resourceVersion, an RFC 3339 time or a
-negative duration. Fed by aiohttp (routes added in app.py, ahead of history.py's); works on
+negative duration. Fed by aiohttp (routes added in app.py, ahead of history.py's) and, for
+verify and replay, by the NATS API's subjects of those names (natsapi.py: the same query
+functions; export and import stay REST-only, a whole log is no request/reply); works on
 the store through verify.py, exporting.py, importing.py and replay.py; epctl's verify,
 export, import and replay commands are the clients. docs/operations.md tells the story.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict
+from typing import Any
 
 from aiohttp import web
 
 from eventplane.objects import errors
 from eventplane.store import exporting, importing, portable, replay
 
-from .history import PREFIX, resolve_as_of
+from .history import GROUP_VERSION, PREFIX, resolve_as_of
 
 NDJSON = "application/x-ndjson"
 
@@ -39,11 +44,7 @@ class IntegrityHandler:
         router.add_get(PREFIX + "/replay", self.replay)
 
     async def verify(self, request: web.Request) -> web.Response:
-        start, end = _position(request, "from"), _position(request, "to")
-        result = await self.store.verify(start=start, end=end)
-        return web.json_response({"kind": "ChainVerification", "apiVersion": "history.eventplane.io/v1",
-                                  "ok": result.ok, "checked": result.checked, "first": result.first,
-                                  "last": result.last, "brokenAt": result.broken_at, "reason": result.reason})
+        return web.json_response(await verification(self.store, request.query))
 
     async def export(self, request: web.Request) -> web.StreamResponse:
         until = request.query.get("until")
@@ -70,23 +71,36 @@ class IntegrityHandler:
             raise errors.BadRequestError(f"import refused: {exc}") from exc
         except portable.FormatError as exc:
             raise errors.BadRequestError(f"import refused: {exc}") from exc
-        return web.json_response({"kind": "ImportResult", "apiVersion": "history.eventplane.io/v1",
+        return web.json_response({"kind": "ImportResult", "apiVersion": GROUP_VERSION,
                                   **asdict(result)})
 
     async def replay(self, request: web.Request) -> web.Response:
-        if request.query.get("controller"):
-            raise NotImplementedStatus(
-                f"replay of controller {request.query['controller']!r}: no controllers exist yet in eventplane, "
-                "so there is no decision function to feed the recorded events to")
-        to = request.query.get("to")
-        if not to:
-            raise errors.BadRequestError("replay needs to=RV|TIME|-DURATION")
-        diff = await replay.replay_diff(self.store.pool, await resolve_as_of(self.store.pool, to))
-        return web.json_response({
-            "kind": "ReplayDiff", "apiVersion": "history.eventplane.io/v1", "at": diff.at, "head": diff.head,
+        return web.json_response(await replay_of(self.store, request.query))
+
+
+# --- the queries, shared by REST (IntegrityHandler) and NATS (natsapi.py) ------------------------
+
+async def verification(store, q: Mapping[str, str]) -> dict[str, Any]:
+    """ChainVerification of positions from..to (both optional)."""
+    result = await store.verify(start=_position(q, "from"), end=_position(q, "to"))
+    return {"kind": "ChainVerification", "apiVersion": GROUP_VERSION, "ok": result.ok, "checked": result.checked,
+            "first": result.first, "last": result.last, "brokenAt": result.broken_at, "reason": result.reason}
+
+
+async def replay_of(store, q: Mapping[str, str]) -> dict[str, Any]:
+    """ReplayDiff: the objects as they were at `to`, against live state."""
+    if q.get("controller"):
+        raise NotImplementedStatus(
+            f"replay of controller {q['controller']!r}: no controllers exist yet in eventplane, "
+            "so there is no decision function to feed the recorded events to")
+    to = q.get("to")
+    if not to:
+        raise errors.BadRequestError("replay needs to=RV|TIME|-DURATION")
+    diff = await replay.replay_diff(store.pool, await resolve_as_of(store.pool, to))
+    return {"kind": "ReplayDiff", "apiVersion": GROUP_VERSION, "at": diff.at, "head": diff.head,
             "objectsThen": diff.objects_then, "objectsNow": diff.objects_now,
             "kinds": {k: {"created": c.created, "deleted": c.deleted, "changed": c.changed}
-                      for k, c in sorted(diff.kinds.items())}})
+                      for k, c in sorted(diff.kinds.items())}}
 
 
 class NotImplementedStatus(errors.EventplaneError):
@@ -94,8 +108,8 @@ class NotImplementedStatus(errors.EventplaneError):
     reason = "NotImplemented"
 
 
-def _position(request: web.Request, name: str) -> int | None:
-    text = request.query.get(name)
+def _position(q: Mapping[str, str], name: str) -> int | None:
+    text = q.get(name)
     if text is None or text == "":
         return None
     if not text.isdigit() or int(text) < 1:

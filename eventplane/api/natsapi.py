@@ -9,16 +9,20 @@ header `Status: <code>`. natswatch.py streams `PREFIX.watch`.
 Protocol (one request per subject, `PREFIX` defaults to `ep.api`):
 
 - Subjects: get, list, create, apply, update, patch, delete, watch, discovery, audit (audit.py: the
-  filters of GET /apis/audit.eventplane.io/v1/events as fields).
+  filters of GET /apis/audit.eventplane.io/v1/events as fields); history, diff, why (one object,
+  named as for get, with the REST query parameters as fields: uid; from, to, field;
+  resourceVersion), positions (at), verify (from, to) and replay (to, controller) — the
+  documents of history.eventplane.io/v1 (history.py, integrity.py, docs/history.md). Export
+  and import are REST-only: a whole log is a stream, not one request and its answer.
 - Headers: `Authorization: Bearer <token>` (required), `Content-Type:
   application/msgpack` (else JSON; the answer comes in kind),
   `Idempotency-Key`, `X-Eventplane-Causation`, `X-Request-Id`, `traceparent`,
   `User-Agent` — as on REST, and they end in the event's envelope.
 - Body: {"apiVersion", "kind" or "resource", "namespace", "name", "body",
   "labelSelector", "fieldSelector", "resourceVersion", "resourceVersionMatch",
-  "limit", "continue", "as": "Table", "patchType": "json|merge|strategic|apply"
-  or a media type, "options": {dryRun, fieldManager, force, fieldValidation,
-  propagationPolicy, gracePeriodSeconds, preconditions}}. `resource` may be
+  "asOf" (get and list: time travel, as REST's asOf), "limit", "continue", "as": "Table",
+  "patchType": "json|merge|strategic|apply" or a media type, "options": {dryRun, fieldManager,
+  force, fieldValidation, propagationPolicy, gracePeriodSeconds, preconditions}}. `resource` may be
   anything `kubectl get` takes (`deploy`, `deployments.apps`). A namespaced
   single-object request without namespace uses the body's, else "default";
   list, watch and collection deletes without one span every namespace.
@@ -46,9 +50,10 @@ from eventplane.auth.tokens import TokenFile
 from eventplane.objects import errors
 from eventplane.objects.schema import ResourceInfo
 
-from . import audit, codec, discovery
+from . import audit, codec, discovery, history, integrity
 from .natsrequest import (JSON, MSGPACK, caller_of, decode_request, delete_options, encode, media_type,
-                          namespace_of, number, read_at, required_body, required_name, selectors, write_options)
+                          namespace_of, number, query_of, read_at, required_body, required_name, selectors,
+                          write_options)
 
 log = logging.getLogger("eventplane.natsapi")
 
@@ -77,7 +82,12 @@ class NatsApi:
         self._verbs = {"get": self._get, "list": self._list, "create": self._create, "apply": self._apply,
                        "update": self._update, "patch": self._patch, "delete": self._delete,
                        "watch": self._watch, "discovery": self._discovery,
-                       "audit": lambda req, caller, duplicates, media: self.server.auditor.serve_nats(req)}
+                       "audit": lambda req, caller, duplicates, media: self.server.auditor.serve_nats(req),
+                       "history": self._object_query(history.history_of),
+                       "diff": self._object_query(history.diff_of), "why": self._object_query(history.why_of),
+                       "positions": self._log_query(lambda store, q: history.position_of(store.pool, q)),
+                       "verify": self._log_query(integrity.verification),
+                       "replay": self._log_query(integrity.replay_of)}
         from .natswatch import NatsWatches
 
         self.watches = NatsWatches(self)
@@ -214,14 +224,14 @@ class NatsApi:
     async def _get(self, req, caller, duplicates, media):
         info = self.resolve(req)
         name = required_name(req)
-        obj = await self.server.registry.get(info, namespace_of(info, req), name, at=read_at(req))
+        obj = await self.server.registry.get(info, namespace_of(info, req), name, at=await self._read_at(req))
         return self._maybe_table(req, info, obj), 200, []
 
     async def _list(self, req, caller, duplicates, media):
         info = self.resolve(req)
         label, fields = selectors(req)
         limit = number(req.get("limit"), "limit")
-        at = read_at(req, list_=True, limit=limit)
+        at = await self._read_at(req, list_=True, limit=limit)
         listed = await self.server.registry.list(info, namespace_of(info, req, collection=True),
                                                  label_selector=label, field_selector=fields, limit=limit,
                                                  continue_token=req.get("continue") or "", at=at)
@@ -304,6 +314,29 @@ class NatsApi:
             except errors.NotFoundError:
                 continue  # gone meanwhile: what the caller wanted
         return {**listed, "items": deleted}, 200, []
+
+    async def _read_at(self, req: dict[str, Any], *, list_: bool = False, limit: int = 0) -> int | None:
+        as_of = req.get("asOf")
+        if as_of is None or as_of == "":
+            return read_at(req, list_=list_, limit=limit)
+        return await history.read_position(self.server.registry.store.pool, str(as_of),
+                                           resource_version=str(req.get("resourceVersion") or ""),
+                                           match=req.get("resourceVersionMatch") or "")
+
+    def _object_query(self, query):
+        """A subject about one object's past (history, diff, why): the query history.py serves on REST."""
+        async def serve(req, caller, duplicates, media):
+            info = self.resolve(req)
+            doc = await query(self.server.registry.store.pool, info, namespace_of(info, req), required_name(req),
+                              query_of(req))
+            return doc, 200, []
+        return serve
+
+    def _log_query(self, query):
+        """A subject about the whole log (positions, verify, replay): the query REST serves."""
+        async def serve(req, caller, duplicates, media):
+            return await query(self.server.registry.store, query_of(req)), 200, []
+        return serve
 
     async def _watch(self, req, caller, duplicates, media):
         return await self.watches.open(req, media), 200, []

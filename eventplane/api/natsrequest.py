@@ -120,6 +120,12 @@ def read_at(req: dict[str, Any], *, list_: bool = False, limit: int = 0) -> int 
     return None
 
 
+def query_of(req: dict[str, Any]) -> dict[str, str]:
+    """The request's scalar fields as REST query parameters would be: what the shared query
+    functions of history.py and integrity.py take."""
+    return {k: str(v) for k, v in req.items() if v is not None and not isinstance(v, (dict, list))}
+
+
 def write_options(req: dict[str, Any], duplicates: list[str]) -> WriteOptions:
     o = req.get("options") or {}
     if not isinstance(o, dict):

@@ -222,12 +222,9 @@ async def _read_at(request: web.Request, store: Any = None, *, list_: bool = Fal
 
 
 async def _as_of(store: Any, as_of: str, rv: str, match: str) -> int:
-    from .history import resolve_as_of
+    from .history import read_position
 
-    if rv or match:
-        raise errors.BadRequestError("asOf cannot be combined with resourceVersion or resourceVersionMatch: "
-                                     "asOf already names the point the read is served at")
-    return await resolve_as_of(store.pool, as_of)
+    return await read_position(store.pool, as_of, resource_version=rv, match=match)
 
 
 async def _delete_options(request: web.Request) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """`epctl replay --to RV|TIME|-DURATION`: the server rebuilds the objects projection as it was
 at that point, in a scratch table, and says what differs from live state, per resource
-(GET history.eventplane.io/v1/replay). `--controller NAME` is refused: no controllers exist yet."""
+(GET history.eventplane.io/v1/replay, or the NATS API's replay subject). `--controller NAME`
+is refused: no controllers exist yet."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,6 @@ import json
 
 from eventplane.client import Client
 from eventplane.client import integrity
-
-from .epctl_verify import require_rest
 
 HELP = "Compare the state at a past point with the live state"
 
@@ -23,9 +22,7 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace, client: Client) -> int:
-    require_rest(client, "replay")
-    params = {"to": args.to, **({"controller": args.controller} if args.controller else {})}
-    r = await integrity.get_json(client, "replay", params)
+    r = await integrity.replay(client, args.to, controller=args.controller)
     if args.output == "json":
         print(json.dumps(r))
         return 0

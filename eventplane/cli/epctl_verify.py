@@ -1,5 +1,6 @@
 """`epctl verify [--from RV] [--to RV]`: the server walks the log's hash chain and names the
-first broken link (GET history.eventplane.io/v1/verify). Exit 1 when the chain is broken."""
+first broken link (GET history.eventplane.io/v1/verify, or the NATS API's verify subject).
+Exit 1 when the chain is broken."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,7 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 def require_rest(client: Client, command: str) -> None:
+    """Export and import stream a whole log: REST only, refused clearly with --via nats."""
     try:
         integrity.rest_of(client, command)
     except ValueError as exc:
@@ -28,9 +30,7 @@ def require_rest(client: Client, command: str) -> None:
 
 
 async def run(args: argparse.Namespace, client: Client) -> int:
-    require_rest(client, "verify")
-    params = {k: str(v) for k, v in (("from", args.start), ("to", args.end)) if v is not None}
-    r = await integrity.get_json(client, "verify", params)
+    r = await integrity.verify(client, start=args.start, end=args.end)
     if args.output == "json":
         print(json.dumps(r))
     elif r["ok"] and not r["checked"]:

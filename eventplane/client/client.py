@@ -22,7 +22,6 @@ import logging
 import random
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 from eventplane.objects import errors
 from eventplane.objects.schema import ResourceInfo
@@ -41,7 +40,6 @@ RETRY_BASE_DELAY = 0.1  # seconds; doubled on every attempt, with jitter
 RETRIED_STATUS = (429, 503, 504)
 
 ResourceArg = str | ResourceInfo
-HISTORY_PREFIX = "/apis/history.eventplane.io/v1"
 
 
 class Client:
@@ -129,7 +127,6 @@ class Client:
                   ) -> dict[str, Any]:
         """The object now, or as it was at `as_of` (a resourceVersion, an RFC 3339 time, or -10m)."""
         info = await self.resolve(resource)
-        self._rest_only(as_of, "time travel (as_of)")
         return await self._call(Op("get", info, self._namespace(info, namespace), name, table=table,
                                    resource_version=resource_version,
                                    resource_version_match="Exact" if resource_version else None, as_of=as_of))
@@ -144,7 +141,6 @@ class Client:
                    table: bool = False, as_of: str | None = None) -> dict[str, Any]:
         info = await self.resolve(resource)
         ns = "" if all_namespaces else self._namespace(info, namespace)
-        self._rest_only(as_of, "time travel (as_of)")
         return await self._call(Op("list", info, ns, label_selector=label_selector, field_selector=field_selector,
                                    limit=limit, continue_token=continue_token, resource_version=resource_version,
                                    table=table, as_of=as_of))
@@ -173,20 +169,14 @@ class Client:
     async def _history(self, kind: str, resource: ResourceArg, name: str, namespace: str | None,
                        params: dict[str, Any]) -> dict[str, Any]:
         info = await self.resolve(resource)
-        self._rest_only(kind, f"epctl {kind}")
-        ns = self._namespace(info, namespace)
-        path = f"apis/{info.group}/{info.version}" if info.group else f"api/{info.version}"
-        if info.namespaced:
-            path += f"/namespaces/{quote(ns, safe='')}"
-        path += f"/{info.resource}/{quote(name, safe='')}"
-        query = {k: str(v) for k, v in params.items() if v is not None and v != ""}
-        reply = await self._retrying(lambda: self.transport.get_path(f"{HISTORY_PREFIX}/{kind}/{path}", query),
-                                     idempotent=True)
-        return reply.value
+        return await self.query(kind, params, target=Op("get", info, self._namespace(info, namespace), name))
 
-    def _rest_only(self, wanted: Any, what: str) -> None:
-        if wanted and not hasattr(self.transport, "get_path"):
-            raise errors.MethodNotSupportedError(f"{what} is served over REST only for now (use --via rest)")
+    async def query(self, what: str, params: dict[str, Any], *, target: Op | None = None) -> dict[str, Any]:
+        """A document of history.eventplane.io/v1 over either transport: history, diff, why (about
+        `target`'s object), positions, verify, replay. Parameters left None or "" are not sent."""
+        query = {k: str(v) for k, v in params.items() if v is not None and v != ""}
+        reply = await self._retrying(lambda: self.transport.query(what, query, target), idempotent=True)
+        return reply.value
 
     def watch(self, resource: ResourceArg, *, namespace: str | None = None, name: str | None = None,
               resource_version: str | None = None, label_selector: str | None = None,

@@ -1,8 +1,9 @@
-"""The client of history.eventplane.io/v1's integrity paths (api/integrity.py): verify,
-export (a streamed NDJSON file), import and replay. REST only for now.
+"""The client of history.eventplane.io/v1's integrity paths (api/integrity.py): verify and
+replay over either transport (Client.query), export (a streamed NDJSON file) and import
+over REST only: a whole log is a stream, not one NATS request and its answer.
 
-Used by epctl's verify, export, import and replay commands with a Client whose
-transport is REST; errors are the Status classes, as everywhere in the client.
+Used by epctl's verify, export, import and replay commands; errors are the Status
+classes, as everywhere in the client.
 """
 from __future__ import annotations
 
@@ -21,13 +22,19 @@ PREFIX = "/apis/history.eventplane.io/v1"
 
 def rest_of(client: Client, command: str) -> RestTransport:
     if not isinstance(client.transport, RestTransport):
-        raise ValueError(f"{command} works over REST only for now (use --via rest)")
+        raise ValueError(f"{command} works over REST only (use --via rest): a whole log is a stream, "
+                         "not one NATS request and its answer")
     return client.transport
 
 
-async def get_json(client: Client, path: str, params: dict[str, str]) -> dict[str, Any]:
-    t = rest_of(client, path)
-    return (await t._send("GET", f"{PREFIX}/{path}", params=params)).value
+async def verify(client: Client, *, start: int | None = None, end: int | None = None) -> dict[str, Any]:
+    """ChainVerification of positions start..end (default: the whole log)."""
+    return await client.query("verify", {"from": start, "to": end})
+
+
+async def replay(client: Client, to: str, *, controller: str | None = None) -> dict[str, Any]:
+    """ReplayDiff: the objects as they were at `to` (RV, RFC 3339 time or -10m) against live state."""
+    return await client.query("replay", {"to": to, "controller": controller})
 
 
 async def export_lines(client: Client, params: dict[str, str]) -> AsyncIterator[bytes]:

@@ -189,6 +189,11 @@ class NatsTransport:
             body["namespace"] = namespace
         return await self.request("apply", body, write)
 
+    async def query(self, what: str, params: dict[str, str], target: Op | None = None) -> Reply:
+        """A document of history.eventplane.io/v1 on the subject `what` (history, diff, why, positions,
+        verify, replay): the object named as for get, the REST query parameters as fields."""
+        return await self.request(what, {**(_body(target) if target else {}), **params})
+
     async def discover(self) -> list[dict[str, Any]]:
         return (await self.request("discovery", {})).value.get("items") or []
 
@@ -261,7 +266,8 @@ def _body(op: Op) -> dict[str, Any]:
     for key, value in (("namespace", op.namespace), ("name", op.name), ("body", op.body),
                        ("labelSelector", op.label_selector), ("fieldSelector", op.field_selector),
                        ("resourceVersion", op.resource_version), ("resourceVersionMatch", op.resource_version_match),
-                       ("limit", op.limit), ("continue", op.continue_token), ("patchType", op.patch_type)):
+                       ("limit", op.limit), ("continue", op.continue_token), ("patchType", op.patch_type),
+                       ("asOf", op.as_of)):
         if value is not None and value != "":
             body[key] = value
     if op.table:

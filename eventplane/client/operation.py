@@ -73,6 +73,10 @@ class Transport(Protocol):
         """Raw WatchEvents ({type, object}) until the server ends the stream (ends quietly when the
         stream is lost midway; raises UnreachableError when it cannot start)."""
 
+    async def query(self, what: str, params: dict[str, str], target: Op | None = None) -> Reply:
+        """A document of history.eventplane.io/v1 (history, diff, why, positions, verify, replay),
+        about `target`'s object (its resource, namespace and name) when given."""
+
     async def discover(self) -> list[dict[str, Any]]:
         """Aggregated discovery: APIGroupDiscovery items, the core group first."""
 

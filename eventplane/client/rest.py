@@ -30,6 +30,7 @@ JSON = "application/json"
 TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 AGGREGATED = ("application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
               "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json")
+HISTORY_PREFIX = "/apis/history.eventplane.io/v1"
 WATCH_READ_TIMEOUT = 120.0  # the server sends a bookmark every 30 s; silence this long is a dead connection
 _WARNING = re.compile(r'\d{3} \S+ "((?:[^"\\]|\\.)*)"')
 
@@ -121,6 +122,11 @@ class RestTransport:
     async def get_path(self, path: str, params: dict[str, str] | None = None) -> Reply:
         """GET one of the server's own paths (history.eventplane.io), answered in JSON."""
         return await self._send("GET", path, params=params, headers={"Accept": JSON})
+
+    async def query(self, what: str, params: dict[str, str], target: Op | None = None) -> Reply:
+        """A document of history.eventplane.io/v1: `what` (history, diff, why, positions, verify,
+        replay) about `target`'s object when given, with `params` as the query."""
+        return await self.get_path(f"{HISTORY_PREFIX}/{what}" + (_path(target) if target else ""), params)
 
     async def watch(self, op: Op) -> AsyncIterator[dict[str, Any]]:
         params = _read_params(op)

@@ -1,17 +1,19 @@
 """epctl history / get --at / diff / why as a user runs them (a child process reading
-KUBECONFIG) against a running API server, and `kubectl get --raw ...?asOf=` where
-kubectl is installed."""
+KUBECONFIG) against a running API server, over REST and `--via nats` (the same output),
+and `kubectl get --raw ...?asOf=` where kubectl is installed."""
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from datetime import datetime, timezone
 
 import pytest
 import yaml
 
-from tests.e2e.test_epctl import epctl, ok
+from eventplane.api.natsapi import NatsApi
+from tests.e2e.test_epctl import ages_masked, epctl, ok
 from tests.integration.test_history import add_user
 
 DEPLOY = """\
@@ -128,3 +130,27 @@ async def test_why_prints_the_chain_with_latencies(api):
 async def test_usage_and_missing_objects(api, args, message):
     r = await epctl(api, *args)
     assert r.code == 1 and message in r.err, r.err
+
+
+async def test_the_same_over_nats(api, servers, tmp_path):
+    await apply(api, tmp_path)
+    rv1 = await rv_of(api)
+    await apply(api, tmp_path, replicas=5)
+    await apply(api, tmp_path, replicas=5, image="nginx:1.27")
+    rv3 = await rv_of(api)
+    prefix = f"t{os.getpid()}history.api"
+    env = {"EVENTPLANE_NATS_URL": servers.nats_url}
+    nats = ["--via", "nats", "--nats-prefix", prefix]
+    async with NatsApi(api.server, prefix=prefix):
+        for args in (["history", "deploy/web"], ["history", "deploy", "web", "-o", "json"],
+                     ["get", "deploy/web", "--at", rv1, "-o", "yaml"], ["get", "deploy", "-A", "--at", rv3],
+                     ["diff", "deploy/web", "--from", rv1, "--to", rv3],
+                     ["diff", "deploy/web", "--field", "spec.replicas"],
+                     ["why", "deploy/web", "-o", "json"]):
+            over_rest = await ok(api, *args)
+            assert ages_masked(await ok(api, *nats, *args, env=env)) == ages_masked(over_rest), args
+        assert "+  replicas: 5" in await ok(api, *nats, "diff", "deploy/web", "--from", rv1, env=env)
+        missing = await epctl(api, *nats, "history", "deploy/nope", env=env)
+        assert missing.code == 1 and "NotFound" in missing.err
+        future = await epctl(api, *nats, "get", "deploy/web", "--at", "2999-01-01T00:00:00Z", env=env)
+        assert future.code == 1 and "in the future" in future.err

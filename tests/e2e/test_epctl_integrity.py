@@ -1,6 +1,7 @@
 """epctl verify, export, import and replay against a running API server, and `eventplane import`
 of the export into a fresh database behind a second API server: the same objects, the same
-history, a chain that still verifies; a changed byte is named by verify."""
+history, a chain that still verifies; a changed byte is named by verify. Verify and replay
+answer the same `--via nats`; export and import stay REST-only."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import nats
 import pytest
 import yaml
 
+from eventplane.api.natsapi import NatsApi
 from eventplane.bus import BusConfig
 from tests.e2e.test_epctl import MANIFESTS, epctl, ok
 from tests.support.apiserver import running_api
@@ -122,7 +124,24 @@ async def test_verify_export_import_replay(api, database_url, servers, tmp_path)
     assert broken.out.startswith("broken at position 6: hash does not match the event's contents")
 
 
-@pytest.mark.parametrize("command", [["verify"], ["export"], ["replay", "--to", "1"]])
-async def test_rest_only_for_now(api, servers, command):
+async def test_verify_and_replay_via_nats(api, servers, tmp_path):
+    first_apply = await _scripted(api, tmp_path)
+    prefix = f"t{os.getpid()}integrity.api"
+    env = {"EVENTPLANE_NATS_URL": servers.nats_url}
+    nats = ["--via", "nats", "--nats-prefix", prefix]
+    async with NatsApi(api.server, prefix=prefix):
+        for args in (["verify"], ["verify", "--from", "2", "--to", "3", "-o", "json"],
+                     ["replay", "--to", str(first_apply)], ["replay", "--to", str(first_apply), "-o", "json"]):
+            assert await ok(api, *nats, *args, env=env) == await ok(api, *args), args
+        no_controllers = await epctl(api, *nats, "replay", "--to", "3", "--controller", "deployment", env=env)
+        assert no_controllers.code == 1 and "no controllers exist yet" in no_controllers.err
+        await api.server.store.pool.execute(
+            "UPDATE events SET payload = overlay(payload placing '\\x5a'::bytea from 10 for 1) WHERE position = 4")
+        broken = await epctl(api, *nats, "verify", env=env)
+        assert broken.code == 1 and broken.out.startswith("broken at position 4: ")
+
+
+@pytest.mark.parametrize("command", [["export"], ["import", "history.ndjson"]])
+async def test_export_and_import_are_rest_only(api, servers, command):
     r = await epctl(api, *command, "--via", "nats", "--nats-url", servers.nats_url, "--token", "x")
     assert r.code == 1 and "works over REST only" in r.err

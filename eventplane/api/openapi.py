@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from eventplane.objects.schema import Catalog, ResourceInfo, definitions
+from eventplane.objects.schema.nodes import references
 
 from . import history
 
@@ -28,18 +29,6 @@ def _custom_definition_name(r: ResourceInfo) -> str:
     return ".".join(reversed(r.group.split("."))) + f".{r.version}.{r.kind}"
 
 
-def _refs(node: Any) -> list[str]:
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        found = [ref.rsplit("/", 1)[1]] if isinstance(ref, str) else []
-        for v in node.values():
-            found.extend(_refs(v))
-        return found
-    if isinstance(node, list):
-        return [r for v in node for r in _refs(v)]
-    return []
-
-
 def _closure(roots: list[str], extra: dict[str, Any]) -> dict[str, Any]:
     defs = definitions()
     out: dict[str, Any] = {}
@@ -52,7 +41,7 @@ def _closure(roots: list[str], extra: dict[str, Any]) -> dict[str, Any]:
         if d is None:
             continue
         out[name] = d
-        todo.extend(_refs(d))
+        todo.extend(references(d))
     return out
 
 

@@ -20,6 +20,8 @@ import re
 import sys
 from pathlib import Path
 
+from .nodes import references
+
 HERE = Path(__file__).parent
 
 # (group, version, plural) -> (short names, categories). The issue's list plus what later issues build on.
@@ -139,7 +141,7 @@ def _reachable(defs: dict, roots: list[str]) -> dict:
         if name in out:
             continue
         out[name] = _strip(defs[name])
-        todo.extend(_refs(out[name]))
+        todo.extend(references(out[name]))
     return dict(sorted(out.items()))
 
 
@@ -149,18 +151,6 @@ def _strip(node):
     if isinstance(node, list):
         return [_strip(v) for v in node]
     return node
-
-
-def _refs(node) -> list[str]:
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        found = [ref.rsplit("/", 1)[1]] if isinstance(ref, str) else []
-        for v in node.values():
-            found.extend(_refs(v))
-        return found
-    if isinstance(node, list):
-        return [r for v in node for r in _refs(v)]
-    return []
 
 
 def main(argv: list[str]) -> int:

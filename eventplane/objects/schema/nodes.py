@@ -169,5 +169,18 @@ class Node:
         return f"Node({self.ref or self.type})"
 
 
+def references(schema: Any) -> list[str]:
+    """The definition names a schema refers to ($ref), anywhere inside it."""
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        found = [ref.rsplit("/", 1)[1]] if isinstance(ref, str) else []
+        for v in schema.values():
+            found.extend(references(v))
+        return found
+    if isinstance(schema, list):
+        return [r for v in schema for r in references(v)]
+    return []
+
+
 def _no_refs(name: str) -> Mapping[str, Any]:
     raise KeyError(f"schema reference {name!r} cannot be resolved here")

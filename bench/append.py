@@ -25,7 +25,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -172,30 +172,6 @@ async def raw_baseline(servers: c.Servers, batch: int, args: argparse.Namespace)
 
 # ---------------------------------------------------------------- 3. latency at a paced rate
 
-async def paced(rate: float, seconds: float, writers: int, op: Callable[[int, int], Awaitable[None]]) -> dict:
-    """Operation k is due at t0 + k/rate; writer w does k = w, w+W, w+2W… each awaited before the next.
-
-    A writer that falls behind fires at once, so a slow path shows as a lower
-    achieved rate and a larger `behind_ms`, not as a silently easier test.
-    """
-    total = int(rate * seconds)
-    t0 = PERF() + 0.005
-    behind = [0.0]
-
-    async def writer(w: int) -> None:
-        for k in range(w, total, writers):
-            delay = t0 + k / rate - PERF()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                behind[0] = max(behind[0], -delay)
-            await op(w, k)
-
-    await asyncio.gather(*(writer(w) for w in range(writers)))
-    elapsed = PERF() - t0
-    return {"ops": total, "seconds": elapsed, "achieved_per_s": total / elapsed, "behind_ms": behind[0] * 1e3}
-
-
 class Arrivals:
     """When each key (position or sequence number) first reached the receiver.
 
@@ -269,7 +245,7 @@ async def eventplane_subscriber_latency(servers: c.Servers, args: argparse.Names
                 sent[r.position] = t
 
             head = await store.head()
-            run = await paced(args.rate, seconds, args.paced_writers, op)
+            run = await c.paced(args.rate, seconds, args.paced_writers, op)
             await arrivals.settle(sent)
             if relay_task.done():
                 relay_task.result()  # surface the relay's failure
@@ -351,7 +327,7 @@ async def core_nats_latency(servers: c.Servers, args: argparse.Namespace, size: 
                 sent[k] = PERF()
                 await pub.publish(subject, k.to_bytes(8, "big") + filler)
 
-            run = await paced(args.rate, seconds, args.paced_writers, op)
+            run = await c.paced(args.rate, seconds, args.paced_writers, op)
             offset[0] = max(sent) + 1
             await pub.flush()
             await arrivals.settle(sent)
@@ -400,7 +376,7 @@ async def jetstream_latency(servers: c.Servers, args: argparse.Namespace, size: 
                 await js.publish(subject, k.to_bytes(8, "big") + filler)
                 acks.append(PERF() - t)
 
-            run = await paced(args.rate, seconds, args.paced_writers, op)
+            run = await c.paced(args.rate, seconds, args.paced_writers, op)
             offset[0] = max(sent) + 1
             await arrivals.settle(sent)
             return {**arrivals.result(sent, run), "publish_ack": c.summarize_ms(acks)}
@@ -583,30 +559,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _no_nan(value: Any) -> Any:
-    """JSON has no NaN: an empty percentile becomes null."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _no_nan(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_no_nan(v) for v in value]
-    return value
-
-
 def _exit_on_sigterm(*_: object) -> None:
     sys.exit(128 + signal.SIGTERM)  # unwinds through the finally that stops the servers
-
-
-async def _cancelled_by_sigterm(main: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-    """Inside the loop SIGTERM cancels the run (its finally blocks close pools and tasks) instead of
-    raising out of whichever callback happens to be running."""
-    loop, task = asyncio.get_running_loop(), asyncio.current_task()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    try:
-        return await main
-    finally:
-        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -619,13 +573,13 @@ def main(argv: list[str] | None = None) -> int:
     with c.embedded_servers(parent=args.dir, keep=args.keep) as servers:
         log(f"servers up in {servers.data_dir} ({PERF() - started:.1f} s)")
         try:
-            out = runner(_cancelled_by_sigterm(run_all(servers, args, loop_name)))
+            out = runner(c.cancelled_by_sigterm(run_all(servers, args, loop_name)))
         except asyncio.CancelledError:
             log("stopped by SIGTERM")
             return 128 + signal.SIGTERM
     out["total_seconds"] = PERF() - started
     if args.json:
-        print(json.dumps(_no_nan(out), indent=2, default=str))
+        print(json.dumps(c.no_nan(out), indent=2, default=str))
     else:
         print(render(out))
         print(f"\n(total {out['total_seconds']:.0f} s)")

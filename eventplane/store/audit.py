@@ -36,6 +36,8 @@ COLUMNS = ("audit_id", "stage", "level", "time_received", "time_completed", "use
            "transport")
 MAX_QUERY_LIMIT = 10_000
 
+RETRY_DELAY = 0.1  # seconds before a refused batch is written again
+
 
 @dataclass(frozen=True)
 class AuditRecord:
@@ -175,7 +177,7 @@ class AuditWriter:
                     log.warning("could not write %d audit records (%s); %d lost so far", len(rows), exc,
                                 self.failed)
                 else:
-                    await asyncio.sleep(0.1)
+                    await asyncio.sleep(RETRY_DELAY)  # once, before the batch's second try
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Kubernetes' controllers, each a pure decision function plus a thin loop (see registry.py)."""

@@ -204,12 +204,22 @@ class Client:
                                    write=Write(dry_run, field_manager, False, field_validation, causation,
                                                idempotency_key)))
 
+    async def create_subresource(self, resource: ResourceArg, name: str, subresource: str, body: dict[str, Any], *,
+                                 namespace: str | None = None, dry_run: bool = False,
+                                 causation: int | None = None, idempotency_key: str | None = None) -> Any:
+        """POST to an object's subresource: `pods/binding` (a Binding), `pods/eviction` (an Eviction).
+        REST only."""
+        info = await self.resolve(resource)
+        return await self._call(Op("create", info, self._namespace(info, namespace), name, subresource=subresource,
+                                   body=body, write=Write(dry_run, None, False, None, causation, idempotency_key)))
+
     async def update(self, obj: dict[str, Any], *, namespace: str | None = None, dry_run: bool = False,
                      field_manager: str | None = None, causation: int | None = None,
-                     idempotency_key: str | None = None) -> dict[str, Any]:
+                     idempotency_key: str | None = None, subresource: str = "") -> dict[str, Any]:
+        """PUT the object; `subresource="status"` writes only its status (REST only)."""
         info = await self.resolve_object(obj)
         return await self._call(Op("update", info, self._namespace(info, namespace, obj),
-                                   (obj.get("metadata") or {}).get("name", ""), body=obj,
+                                   (obj.get("metadata") or {}).get("name", ""), subresource=subresource, body=obj,
                                    write=Write(dry_run, field_manager, False, None, causation, idempotency_key)))
 
     async def apply(self, objs: dict[str, Any] | list[dict[str, Any]], *, field_manager: str = "epctl",
@@ -249,11 +259,13 @@ class Client:
     async def patch(self, resource: ResourceArg, name: str, patch: Any, *, type: str | None = None,
                     namespace: str | None = None, dry_run: bool = False, field_manager: str | None = None,
                     force: bool = False, causation: int | None = None,
-                    idempotency_key: str | None = None) -> dict[str, Any]:
-        """`type`: json, merge, strategic, apply (or the media type); default json for a list, merge otherwise."""
+                    idempotency_key: str | None = None, subresource: str = "") -> dict[str, Any]:
+        """`type`: json, merge, strategic, apply (or the media type); default json for a list, merge otherwise.
+        `subresource="status"` patches only the status (REST only)."""
         info = await self.resolve(resource)
         kind = type or ("json" if isinstance(patch, list) else "merge")
-        return await self._call(Op("patch", info, self._namespace(info, namespace), name, body=patch,
+        return await self._call(Op("patch", info, self._namespace(info, namespace), name, subresource=subresource,
+                                   body=patch,
                                    patch_type=PATCH_TYPES.get(kind, kind),
                                    write=Write(dry_run, field_manager, force, None, causation, idempotency_key)))
 

@@ -180,6 +180,8 @@ class NatsTransport:
         return Reply(value, warnings)
 
     async def call(self, op: Op) -> Reply:
+        if op.subresource:
+            raise errors.MethodNotSupportedError(f"the NATS API has no subresources ({op.subresource}); use REST")
         return await self.request(op.verb, _body(op), op.write)
 
     async def apply_many(self, docs: list[dict[str, Any]], write: Write, namespace: str) -> Reply:

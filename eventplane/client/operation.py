@@ -36,6 +36,7 @@ class Op:
     info: ResourceInfo
     namespace: str = ""  # "" for cluster-scoped resources and lists across namespaces
     name: str = ""
+    subresource: str = ""  # status, binding, eviction, scale (REST only)
     body: Any = None
     patch_type: str = ""  # a media type (PATCH_TYPES' values)
     label_selector: str | None = None

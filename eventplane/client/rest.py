@@ -195,6 +195,8 @@ def _path(op: Op, *, with_name: bool = True) -> str:
     path += f"/{info.resource}"
     if with_name and op.name:
         path += f"/{quote(op.name, safe='')}"
+        if op.subresource:
+            path += f"/{op.subresource}"
     return path
 
 
@@ -236,7 +238,9 @@ def _request(op: Op) -> tuple[str, str, dict[str, str], dict[str, str], bytes | 
         return "GET", _path(op, with_name=False), _read_params(op), headers, None
     body = json.dumps(op.body, separators=(",", ":")).encode() if op.body is not None else None
     if op.verb == "create":
-        return "POST", _path(op, with_name=False), _write_params(op), {**headers, "Content-Type": JSON}, body
+        # A subresource of one object (pods/binding, pods/eviction) is POSTed to the object's path.
+        return ("POST", _path(op, with_name=bool(op.subresource)), _write_params(op),
+                {**headers, "Content-Type": JSON}, body)
     if op.verb == "update":
         return "PUT", _path(op), _write_params(op), {**headers, "Content-Type": JSON}, body
     if op.verb in ("patch", "apply"):

@@ -224,3 +224,25 @@ async def query_audit(pool: asyncpg.Pool, q: AuditQuery) -> list[dict[str, Any]]
                 rec[column] = json.loads(rec[column])
         out.append(rec)
     return out
+
+
+PRUNE_BATCH = 10_000
+
+
+async def prune_audit(pool: asyncpg.Pool, before: datetime, *, batch_size: int = PRUNE_BATCH,
+                      dry_run: bool = False) -> int:
+    """Delete the audit records received before `before`, oldest first, `batch_size` rows per
+    transaction so a large prune never holds long locks or one huge transaction; returns how
+    many were (or, with `dry_run`, would be) deleted. The event log is never touched: audit
+    records are not part of the hash chain, and retention of the two is decided apart."""
+    if dry_run:
+        return await pool.fetchval("SELECT count(*) FROM audit_events WHERE time_received < $1", before)
+    total = 0
+    while True:
+        status = await pool.execute(
+            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE time_received < $1 "
+            "ORDER BY time_received LIMIT $2)", before, batch_size)
+        deleted = int(status.split()[-1])
+        total += deleted
+        if deleted < batch_size:
+            return total

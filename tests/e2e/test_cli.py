@@ -386,3 +386,33 @@ async def test_up_serves_the_kubernetes_api_and_plain_kubectl_works(tmp_path, la
     config = (home / ".kube" / "config").read_text()
     assert "current-context: eventplane" in config
     assert await up.stop(signal.SIGTERM) == 0, up.output()
+
+
+async def test_audit_prune_deletes_only_records_older_than_the_cutoff(database_url):
+    from datetime import datetime, timedelta, timezone
+
+    from eventplane.store.audit import COLUMNS, AuditRecord
+
+    now = datetime.now(timezone.utc)
+    ages = [400, 100, 91, 89, 1, 0]                       # days
+    records = [AuditRecord(audit_id=uuid.uuid4(), stage="ResponseComplete", level="Metadata",
+                           time_received=now - timedelta(days=d), time_completed=now - timedelta(days=d),
+                           user_name="alice", verb="get", request_uri="/api", outcome="allowed", transport="rest")
+               for d in ages]
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.copy_records_to_table("audit_events", records=[r.row() for r in records], columns=COLUMNS)
+        r = await eventplane("audit", "prune", "--database-url", database_url, "--older-than", "90d", "--dry-run")
+        assert r.code == 0 and r.out.startswith("would delete 3 audit records"), r
+        assert await conn.fetchval("SELECT count(*) FROM audit_events") == 6
+        r = await eventplane("audit", "prune", "--database-url", database_url, "--older-than", "90d",
+                             "--batch-size", "2")
+        assert r.code == 0 and r.out.startswith("deleted 3 audit records"), r
+        left = sorted(round((now - t).total_seconds() / 86400)
+                      for (t,) in await conn.fetch("SELECT time_received FROM audit_events"))
+        assert left == [0, 1, 89]
+        r = await eventplane("audit", "prune", "--database-url", database_url, "--before", "yesterday")
+        assert r.code == 1 and "RFC 3339" in r.err, r
+        assert await conn.fetchval("SELECT count(*) FROM audit_events") == 3
+    finally:
+        await conn.close()

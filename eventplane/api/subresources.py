@@ -14,6 +14,7 @@ from aiohttp import web
 from eventplane.objects import errors
 from eventplane.objects.events import EventType
 from eventplane.objects.schema import ResourceInfo
+from eventplane.objects.selectors import LabelSelector
 from eventplane.store import Append
 
 from .requestinfo import RequestInfo
@@ -56,19 +57,46 @@ def _success() -> dict[str, Any]:
     return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
 
+def _scale_paths(info: ResourceInfo) -> tuple[list[str], list[str], list[str] | None]:
+    """Where replicas and the selector live: the CRD's paths (".spec.replicas"), or Kubernetes'
+    fixed ones for built-in kinds."""
+    paths = info.subresources["scale"].paths if "scale" in info.subresources else {}
+
+    def split(path: str | None) -> list[str] | None:
+        return [p for p in path.split(".") if p] if path else None
+
+    if info.custom:
+        return (split(paths.get("specReplicasPath")) or ["spec", "replicas"],
+                split(paths.get("statusReplicasPath")) or ["status", "replicas"],
+                split(paths.get("labelSelectorPath")))
+    return ["spec", "replicas"], ["status", "replicas"], ["spec", "selector"]
+
+
+def _at(obj: Any, path: list[str]) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
 def scale_of(info: ResourceInfo, obj: dict[str, Any]) -> dict[str, Any]:
     m = obj["metadata"]
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    selector = spec.get("selector") or {}
+    spec_path, status_path, selector_path = _scale_paths(info)
+    selector = _at(obj, selector_path) if selector_path else None
     if isinstance(selector, dict) and ("matchLabels" in selector or "matchExpressions" in selector):
-        selector = ",".join(f"{k}={v}" for k, v in (selector.get("matchLabels") or {}).items())
-    elif isinstance(selector, dict):
+        selector = str(LabelSelector.from_object(selector))
+    elif isinstance(selector, dict):     # a ReplicationController's map selector
         selector = ",".join(f"{k}={v}" for k, v in selector.items())
+    elif not isinstance(selector, str):  # a CRD's labelSelectorPath holds the string itself
+        selector = ""
+    replicas, current = _at(obj, spec_path), _at(obj, status_path)
     return {"kind": "Scale", "apiVersion": "autoscaling/v1",
             "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
                          if k in m},
-            "spec": {"replicas": spec.get("replicas", 0)},
-            "status": {"replicas": status.get("replicas", 0), **({"selector": selector} if selector else {})}}
+            "spec": {"replicas": replicas if isinstance(replicas, int) else 0},
+            "status": {"replicas": current if isinstance(current, int) else 0,
+                       **({"selector": selector} if selector else {})}}
 
 
 async def _scale(registry, request: web.Request, ri: RequestInfo, info: ResourceInfo) -> web.StreamResponse:
@@ -93,7 +121,11 @@ async def _scale(registry, request: web.Request, ri: RequestInfo, info: Resource
         raise errors.InvalidError(f'Scale.autoscaling "{ri.name}" is invalid: spec.replicas: Invalid value: '
                                   f"{replicas}: must be greater than or equal to 0")
     new = copy.deepcopy(current)
-    new.setdefault("spec", {})["replicas"] = replicas
+    spec_path = _scale_paths(info)[0]
+    target = new
+    for key in spec_path[:-1]:
+        target = target.setdefault(key, {})
+    target[spec_path[-1]] = replicas
     rv = ((scale or {}).get("metadata") or {}).get("resourceVersion")
     if rv:
         new["metadata"]["resourceVersion"] = rv

@@ -76,3 +76,42 @@ async def test_cluster_scoped_custom_resource(api):
     status, g, _ = await api.http("POST", "/apis/example.com/v1/gadgets", body={
         "apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g1"}, "anything": {"goes": True}})
     assert status == 201 and g["anything"] == {"goes": True} and "namespace" not in g["metadata"]
+
+
+async def test_scale_of_a_custom_resource_follows_the_crd_paths(api):
+    crd = {**CRD, "metadata": {"name": "pools.example.com"},
+           "spec": {**CRD["spec"], "names": {"plural": "pools", "singular": "pool", "kind": "Pool"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "subresources": {"status": {}, "scale": {
+                                      "specReplicasPath": ".spec.workers.count",
+                                      "statusReplicasPath": ".status.running",
+                                      "labelSelectorPath": ".status.selector"}},
+                                  "schema": {"openAPIV3Schema": {"type": "object",
+                                                                 "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    status, _, _ = await api.http("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body=crd)
+    assert status == 201
+    pools = "/apis/example.com/v1/namespaces/default/pools"
+    status, p, _ = await api.http("POST", pools, body={"apiVersion": "example.com/v1", "kind": "Pool",
+                                                       "metadata": {"name": "p1"},
+                                                       "spec": {"workers": {"count": 3}, "replicas": 99}})
+    assert status == 201, p
+    await api.http("PATCH", f"{pools}/p1/status", body={"status": {"running": 2, "selector": "app=pool"}},
+                   content_type="application/merge-patch+json")
+    _, scale, _ = await api.http("GET", f"{pools}/p1/scale")
+    assert (scale["spec"], scale["status"]) == ({"replicas": 3}, {"replicas": 2, "selector": "app=pool"})
+    await api.ok("scale", "pool/p1", "--replicas=5")
+    _, p, _ = await api.http("GET", f"{pools}/p1")
+    assert p["spec"] == {"workers": {"count": 5}, "replicas": 99}     # the CRD's path, not spec.replicas
+
+
+async def test_scale_of_a_deployment_states_its_whole_selector(api):
+    deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "sel"},
+              "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "sel"},
+                                                   "matchExpressions": [{"key": "tier", "operator": "In",
+                                                                         "values": ["a", "b"]}]},
+                       "template": {"metadata": {"labels": {"app": "sel", "tier": "a"}},
+                                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}}
+    status, _, _ = await api.http("POST", "/apis/apps/v1/namespaces/default/deployments", body=deploy)
+    assert status == 201
+    _, scale, _ = await api.http("GET", "/apis/apps/v1/namespaces/default/deployments/sel/scale")
+    assert scale["status"]["selector"] == "app=sel,tier in (a,b)" and scale["spec"]["replicas"] == 2

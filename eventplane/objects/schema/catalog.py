@@ -25,6 +25,9 @@ class Subresource:
     version: str
     kind: str
     verbs: frozenset[str]
+    # scale of a custom resource: the CRD's specReplicasPath, statusReplicasPath and
+    # labelSelectorPath (".spec.replicas"); empty for built-in kinds (spec/status.replicas).
+    paths: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,11 @@ def custom_resource(crd: Mapping[str, Any]) -> list[ResourceInfo]:
             subs["status"] = Subresource("status", spec["group"], v["name"], names["kind"],
                                          frozenset({"get", "update", "patch"}))
         if "scale" in declared:
-            subs["scale"] = Subresource("scale", "autoscaling", "v1", "Scale", frozenset({"get", "update", "patch"}))
+            scale = declared["scale"] or {}
+            paths = {k: scale[k] for k in ("specReplicasPath", "statusReplicasPath", "labelSelectorPath")
+                     if isinstance(scale.get(k), str)}
+            subs["scale"] = Subresource("scale", "autoscaling", "v1", "Scale", frozenset({"get", "update", "patch"}),
+                                        paths)
         schema = (v.get("schema") or {}).get("openAPIV3Schema")
         out.append(ResourceInfo(
             group=spec["group"], version=v["name"], resource=names["plural"], kind=names["kind"],

@@ -1,0 +1,225 @@
+"""Small helpers shared by the workload controllers (Job, CronJob, StatefulSet, DaemonSet).
+
+Fed by the controllers' pure decision functions (pods, owner references,
+conditions, times) and by their thin loops (`ReadBarrier`). Nothing here
+talks to the cluster; the loops write through eventplane.client.
+
+`ReadBarrier` replaces client-go's ControllerExpectations with something exact
+that eventplane's positions allow: after a controller writes, it remembers the
+position (resourceVersion) of its write; until the informer that will see that
+write is current to that position, the controller's cache is known to be
+stale for that key and it must not decide from it (it would create the same
+pod twice). Positions are global and monotonic (DESIGN invariant 3), so
+"current to P" means "has seen every event up to P".
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from reconcilers.informer import Informer
+from reconcilers.runner import Controller
+
+Obj = dict[str, Any]
+
+
+# --- time -----------------------------------------------------------------------------------------
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def rfc3339(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+# --- metadata -------------------------------------------------------------------------------------
+
+def meta(obj: Obj) -> Obj:
+    return obj.get("metadata") or {}
+
+
+def position(obj: Obj | None) -> int:
+    rv = meta(obj or {}).get("resourceVersion")
+    return int(rv) if isinstance(rv, str) and rv.isdigit() else 0
+
+
+def owner_reference(owner: Obj, *, api_version: str, kind: str) -> Obj:
+    """The controller reference a workload puts on what it creates (blocks the owner's foreground deletion)."""
+    m = meta(owner)
+    return {"apiVersion": api_version, "kind": kind, "name": m.get("name"), "uid": m.get("uid"),
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def controller_of(obj: Obj) -> Obj | None:
+    return next((r for r in meta(obj).get("ownerReferences") or [] if r.get("controller")), None)
+
+
+def controlled_by(obj: Obj, owner: Obj) -> bool:
+    ref = controller_of(obj)
+    return ref is not None and ref.get("uid") == meta(owner).get("uid")
+
+
+def deleting(obj: Obj) -> bool:
+    return bool(meta(obj).get("deletionTimestamp"))
+
+
+# --- pods -----------------------------------------------------------------------------------------
+
+def phase(pod: Obj) -> str:
+    return (pod.get("status") or {}).get("phase") or "Pending"
+
+
+def terminated(pod: Obj) -> bool:
+    return phase(pod) in ("Succeeded", "Failed")
+
+
+def active(pod: Obj) -> bool:
+    """Counted as running by a workload: neither finished nor being deleted."""
+    return not terminated(pod) and not deleting(pod)
+
+
+def condition(obj: Obj, type_: str) -> Obj | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c.get("type") == type_), None)
+
+
+def ready(pod: Obj) -> bool:
+    c = condition(pod, "Ready")
+    return phase(pod) == "Running" and c is not None and c.get("status") == "True"
+
+
+def available(pod: Obj, min_ready_seconds: int, at: datetime) -> bool:
+    if not ready(pod):
+        return False
+    if min_ready_seconds <= 0:
+        return True
+    since = parse_time((condition(pod, "Ready") or {}).get("lastTransitionTime"))
+    return since is not None and (at - since).total_seconds() >= min_ready_seconds
+
+
+def new_pod(template: Obj | None, *, namespace: str, owner_ref: Obj, name: str | None = None,
+            generate_name: str | None = None, labels: dict[str, str] | None = None,
+            annotations: dict[str, str] | None = None, finalizers: Iterable[str] = ()) -> Obj:
+    """A pod from a PodTemplateSpec, as the workload controllers make them (GetPodFromTemplate)."""
+    template = copy.deepcopy(template or {})
+    tmeta = template.get("metadata") or {}
+    md: Obj = {"namespace": namespace, "ownerReferences": [owner_ref]}
+    if name:
+        md["name"] = name
+    else:
+        md["generateName"] = generate_name
+    pod_labels = {**(tmeta.get("labels") or {}), **(labels or {})}
+    pod_annotations = {**(tmeta.get("annotations") or {}), **(annotations or {})}
+    if pod_labels:
+        md["labels"] = pod_labels
+    if pod_annotations:
+        md["annotations"] = pod_annotations
+    if finalizers:
+        md["finalizers"] = list(finalizers)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": template.get("spec") or {}}
+
+
+def newest_first(pods: Iterable[Obj]) -> list[Obj]:
+    return sorted(pods, key=lambda p: (meta(p).get("creationTimestamp") or "", meta(p).get("name") or ""),
+                  reverse=True)
+
+
+def deletion_order(pods: Iterable[Obj]) -> list[Obj]:
+    """Which pods to delete first (ActivePods' order): unscheduled, then pending, then not ready, then newest."""
+    def rank(p: Obj) -> tuple:
+        return (bool((p.get("spec") or {}).get("nodeName")), {"Pending": 0, "Unknown": 1}.get(phase(p), 2),
+                ready(p))
+    return sorted(newest_first(pods), key=rank)
+
+
+# --- conditions -----------------------------------------------------------------------------------
+
+def set_condition(conditions: list[Obj] | None, type_: str, status: str, *, reason: str = "", message: str = "",
+                  at: datetime) -> list[Obj]:
+    """The conditions with `type_` set; lastTransitionTime changes only when the status does."""
+    out = [dict(c) for c in conditions or []]
+    stamp = rfc3339(at)
+    for c in out:
+        if c.get("type") == type_:
+            if (c.get("status"), c.get("reason", ""), c.get("message", "")) == (status, reason, message):
+                return out  # unchanged: no write for a condition that still holds
+            if c.get("status") != status:
+                c["lastTransitionTime"] = stamp
+            c.update(status=status, reason=reason, message=message, lastProbeTime=stamp)
+            return out
+    out.append({"type": type_, "status": status, "reason": reason, "message": message,
+                "lastProbeTime": stamp, "lastTransitionTime": stamp})
+    return out
+
+
+def has_condition(obj: Obj, type_: str, status: str = "True") -> bool:
+    c = condition(obj, type_)
+    return c is not None and c.get("status") == status
+
+
+# --- read-your-writes ---------------------------------------------------------------------------
+
+class ReadBarrier:
+    """Per key, the positions of this controller's own writes its informers must reach before it decides.
+
+        barrier.wrote(key, informer, response)       # after every write
+        if not barrier.passed(key): requeue shortly  # at the start of reconcile
+    """
+
+    def __init__(self) -> None:
+        self._waits: dict[str, dict[int, tuple[Any, int]]] = {}
+
+    def wrote(self, key: str, informer: Any, obj: Obj | None) -> None:
+        pos = position(obj)
+        if not pos:
+            return
+        waits = self._waits.setdefault(key, {})
+        prev = waits.get(id(informer))
+        if prev is None or prev[1] < pos:
+            waits[id(informer)] = (informer, pos)
+
+    def passed(self, key: str) -> bool:
+        waits = self._waits.get(key)
+        if not waits:
+            return True
+        for ident, (informer, pos) in list(waits.items()):
+            current = informer.resource_version
+            if current is not None and str(current).isdigit() and int(current) >= pos:
+                del waits[ident]
+        if not waits:
+            del self._waits[key]
+            return True
+        return False
+
+    def forget(self, key: str) -> None:
+        self._waits.pop(key, None)
+
+
+# --- the loop -------------------------------------------------------------------------------------
+
+class WorkloadController(Controller):
+    """A Controller that also starts (and waits for) the informers it reads besides its primary one,
+    so that it runs the same whether or not a manager has started the shared factory."""
+
+    def __init__(self, name: str, informer: Informer, reconcile: Any, *, secondary: Iterable[Informer] = (),
+                 workers: int = 1) -> None:
+        super().__init__(name, informer, reconcile, workers=workers)
+        self.secondary = list(secondary)
+
+    async def run(self) -> None:
+        for inf in self.secondary:
+            inf.start()
+        await asyncio.gather(*(inf.wait_synced() for inf in self.secondary))
+        await super().run()

@@ -1,0 +1,194 @@
+"""Job and CronJob controllers against a real API server, with kubectl; pods made Running and
+finished by a fake kubelet (tests/integration/_fake_kubelet.py)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import pytest
+
+from eventplane.client import Client
+from reconcilers.controllers import job as job_controller
+from reconcilers.controllers.registry import ControllerContext
+from reconcilers.informer import SharedInformerFactory
+from tests.integration._fake_kubelet import FakeKubelet
+
+
+@contextlib.asynccontextmanager
+async def controllers(api, *builders, options: dict | None = None):
+    """Run the builders' controllers (as the manager would) until the block ends; yields a client."""
+    client = Client.from_kubeconfig(str(api.kubeconfig))
+    factory = SharedInformerFactory(client)
+    ctx = ControllerContext(client=client, informers=factory, options=dict(options or {}))
+    built = [c for b in builders for c in b(ctx)]
+    tasks = [asyncio.create_task(c.run()) for c in built]
+    try:
+        yield client
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await factory.stop()
+        await client.close()
+
+
+async def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {predicate.__name__}")
+        await asyncio.sleep(interval)
+
+
+async def pod_events(client: Client, namespace: str, after: str, until: int) -> list[tuple[str, dict]]:
+    """Every pod event of the namespace after position `after`, up to position `until`: the event history."""
+    events = []
+    async with client.watch("pods", namespace=namespace, resource_version=after, timeout=30) as w:
+        async for type_, obj in w:
+            events.append((type_, obj))
+            if int(obj["metadata"]["resourceVersion"]) >= until:
+                break
+    return events
+
+
+def max_running(events: list[tuple[str, dict]]) -> int:
+    """The most pods that were active (created, not yet finished or deleted) at any position."""
+    running: set[str] = set()
+    most = 0
+    for type_, pod in events:
+        uid = pod["metadata"]["uid"]
+        finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") \
+            or pod["metadata"].get("deletionTimestamp") or type_ == "DELETED"
+        if finished:
+            running.discard(uid)
+        else:
+            running.add(uid)
+        most = max(most, len(running))
+    return most
+
+
+def job_manifest(name: str, **spec) -> dict:
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "default"},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                           "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}},
+                     **spec}}
+
+
+def condition(obj: dict, type_: str) -> dict | None:
+    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
+
+
+async def test_completions_5_parallelism_2_never_more_than_2_running(api):
+    async with controllers(api, job_controller.build, options={"job_backoff_seconds": 0}) as c, \
+            FakeKubelet(c, "default", lambda pod: ("Succeeded", 0.3)):
+        before = (await c.list("pods", namespace="default"))["metadata"]["resourceVersion"]
+        await api.ok("apply", "-f", "-", input=json.dumps(job_manifest("pi", completions=5, parallelism=2)))
+        await api.ok("wait", "--for=condition=complete", "job/pi", "--timeout=60s", timeout=70)
+        job = await c.get("jobs", "pi", namespace="default")
+        st = job["status"]
+        assert (st["succeeded"], st.get("active", 0), st.get("failed", 0)) == (5, 0, 0)
+        assert st["startTime"] and st["completionTime"] and st["uncountedTerminatedPods"] == {}
+        assert condition(job, "Complete")["reason"] == "CompletionsReached"
+        pods = (await c.list("pods", namespace="default", label_selector="batch.kubernetes.io/job-name=pi"))["items"]
+        assert len(pods) == 5
+        for p in pods:
+            m = p["metadata"]
+            assert m["name"].startswith("pi-") and "batch.kubernetes.io/job-tracking" not in (m.get("finalizers") or [])
+            assert m["labels"]["batch.kubernetes.io/controller-uid"] == job["metadata"]["uid"]
+            assert m["ownerReferences"][0]["kind"] == "Job" and m["ownerReferences"][0]["controller"] is True
+        last = max(int(p["metadata"]["resourceVersion"]) for p in pods)
+        events = await pod_events(c, "default", before, last)
+        assert max_running(events) == 2          # parallelism reached, never exceeded
+        # the pods' creations were caused by the Job's events (causation chain)
+        created = next(i for i in (await c.history("pods", pods[0]["metadata"]["name"]))["items"])
+        assert created["causation"] is not None
+        out = await api.ok("get", "job", "pi")
+        assert "5/5" in out
+
+
+async def test_backoff_limit_fails_the_job(api):
+    async with controllers(api, job_controller.build, options={"job_backoff_seconds": 0}) as c, \
+            FakeKubelet(c, "default", lambda pod: ("Failed", 0.05, 1)):
+        await c.create(job_manifest("flaky", backoffLimit=1))
+        await api.ok("wait", "--for=condition=failed", "job/flaky", "--timeout=60s", timeout=70)
+        job = await c.get("jobs", "flaky", namespace="default")
+        failed = condition(job, "Failed")
+        assert (failed["reason"], failed["message"]) == ("BackoffLimitExceeded",
+                                                         "Job has reached the specified backoff limit")
+        assert job["status"]["failed"] == 2 and "succeeded" not in job["status"]
+        assert condition(job, "Complete") is None and "completionTime" not in job["status"]
+
+
+async def test_pod_failure_policy_fail_job_on_exit_code(api):
+    policy = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}]}
+    async with controllers(api, job_controller.build, options={"job_backoff_seconds": 0}) as c, \
+            FakeKubelet(c, "default", lambda pod: ("Failed", 0.05, 42)):
+        await c.create(job_manifest("strict", backoffLimit=6, podFailurePolicy=policy))
+        await api.ok("wait", "--for=condition=failed", "job/strict", "--timeout=60s", timeout=70)
+        job = await c.get("jobs", "strict", namespace="default")
+        assert condition(job, "Failed")["reason"] == "PodFailurePolicy"
+        assert "failed with exit code 42 matching FailJob rule at index 0" in condition(job, "Failed")["message"]
+        assert job["status"]["failed"] == 1
+
+
+async def test_indexed_job_gives_each_pod_its_index(api):
+    async with controllers(api, job_controller.build) as c, FakeKubelet(c, "default", lambda pod: ("Succeeded", 0.1)):
+        await c.create(job_manifest("idx", completions=3, parallelism=3, completionMode="Indexed"))
+        await api.ok("wait", "--for=condition=complete", "job/idx", "--timeout=60s", timeout=70)
+        job = await c.get("jobs", "idx", namespace="default")
+        assert job["status"]["completedIndexes"] == "0-2" and job["status"]["succeeded"] == 3
+        pods = (await c.list("pods", namespace="default"))["items"]
+        by_index = {p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]: p for p in pods}
+        assert sorted(by_index) == ["0", "1", "2"]
+        for i, p in by_index.items():
+            assert p["metadata"]["name"].startswith(f"idx-{i}-")
+            assert p["spec"]["hostname"] == f"idx-{i}"
+            env = p["spec"]["containers"][0]["env"]
+            assert env[0]["name"] == "JOB_COMPLETION_INDEX"
+
+
+async def test_active_deadline_and_ttl_after_finished(api):
+    async with controllers(api, job_controller.build) as c, FakeKubelet(c, "default"):   # pods run forever
+        await c.create(job_manifest("slow", activeDeadlineSeconds=1, ttlSecondsAfterFinished=1, parallelism=2,
+                                    completions=2))
+        await api.ok("wait", "--for=condition=failed", "job/slow", "--timeout=30s", timeout=40)
+        job = await c.get("jobs", "slow", namespace="default")
+        failed = condition(job, "Failed")
+        assert (failed["reason"], failed["message"]) == ("DeadlineExceeded",
+                                                         "Job was active longer than specified deadline")
+
+        async def pods_gone():
+            return not (await c.list("pods", namespace="default"))["items"]
+        await wait_for(pods_gone)   # running pods deleted (unbound: at once, once the finalizer is off)
+
+        async def job_gone():
+            try:
+                await c.get("jobs", "slow", namespace="default")
+            except Exception as exc:   # NotFound once the TTL passed
+                return "not found" in str(exc).lower()
+            return False
+        await wait_for(job_gone, timeout=20)
+        h = await c.history("jobs", "slow", namespace="default")
+        assert h["items"][-1]["type"] == "Deleted" and h["items"][-1]["causation"] is not None
+
+
+@pytest.mark.parametrize("suspend_first", [True])
+async def test_suspend_and_resume(api, suspend_first):
+    async with controllers(api, job_controller.build) as c, FakeKubelet(c, "default", lambda pod: ("Succeeded", 0.2)):
+        await c.create(job_manifest("later", suspend=True))
+
+        async def suspended():
+            j = await c.get("jobs", "later", namespace="default")
+            return condition(j, "Suspended") and condition(j, "Suspended")["status"] == "True"
+        await wait_for(suspended)
+        assert not (await c.list("pods", namespace="default"))["items"]
+        await api.ok("patch", "job", "later", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+        await api.ok("wait", "--for=condition=complete", "job/later", "--timeout=30s", timeout=40)
+        j = await c.get("jobs", "later", namespace="default")
+        assert condition(j, "Suspended")["status"] == "False" and condition(j, "Suspended")["reason"] == "JobResumed"

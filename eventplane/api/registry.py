@@ -220,6 +220,8 @@ class Registry:
         if strategy.same_content(new, old):
             return Result(old, warnings)
         finalized = bool(new["metadata"].get("deletionTimestamp")) and not new["metadata"].get("finalizers")
+        if finalized and (info.group, info.resource) == ("", "namespaces"):
+            finalized = not (new.get("spec") or {}).get("finalizers")  # and its spec.finalizers (namespaces/finalize)
         event_type = EventType.DELETED if finalized else (
             EventType.STATUS_UPDATED if subresource == "status" else EventType.UPDATED)
         if opts.dry_run:

@@ -153,6 +153,17 @@ def prepare_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any],
         else:
             new["status"] = status
         return new
+    if (info.group, info.resource) == ("", "namespaces"):
+        # namespaces/finalize changes spec.finalizers alone; any other update keeps them (namespaceStrategy).
+        finalizers = (new.get("spec") or {}).get("finalizers") if subresource == "finalize" else \
+            (old.get("spec") or {}).get("finalizers")
+        if subresource == "finalize":
+            new.clear()
+            new.update(copy.deepcopy(old))
+        if finalizers:
+            new.setdefault("spec", {})["finalizers"] = list(finalizers)
+        else:
+            (new.get("spec") or {}).pop("finalizers", None)
     if _has_status_subresource(info):
         if "status" in old:
             new["status"] = copy.deepcopy(old["status"])

@@ -1,5 +1,6 @@
 """Subresources: status (get, update, patch), scale (as autoscaling/v1 Scale),
-pods/binding (the scheduler's write) and pods/eviction.
+pods/binding (the scheduler's write), pods/eviction (eviction.py: disruption
+budgets) and namespaces/finalize (the namespace controller's last write).
 
 Fed by the REST handler for paths with a subresource; each turns into one
 registry operation on the parent object.
@@ -46,10 +47,18 @@ async def handle(handler, request: web.Request, ri: RequestInfo, info: ResourceI
         await bind(registry, info, ri.namespace, ri.name, body, caller_of(request), write_options(request))
         return respond(request, _success(), status=201)
     if sub == "eviction" and method == "POST":
+        from .eviction import evict
+
         body, _ = await read_body(request)
-        await registry.delete(info, ri.namespace, ri.name, (body or {}).get("deleteOptions") or {},
-                              caller_of(request), write_options(request))
+        await evict(registry, handler.catalog(), info, ri.namespace, ri.name, body, caller_of(request),
+                    write_options(request))
         return respond(request, _success(), status=201)
+    if sub == "finalize" and method == "PUT":  # namespaces/finalize: spec.finalizers alone
+        _check_params(request, WRITE_PARAMS)
+        body, dups = await read_body(request)
+        result = await registry.update(info, ri.namespace, ri.name, body, caller_of(request),
+                                       write_options(request, dups), subresource="finalize")
+        return respond(request, result.object, warnings=result.warnings)
     raise errors.MethodNotSupportedError("the server does not allow this method on the requested resource")
 
 

@@ -59,7 +59,7 @@ SERVED: dict[tuple[str, str, str], tuple[list[str], list[str]]] = {
     ("discovery.k8s.io", "v1", "endpointslices"): ([], []),
     ("storage.k8s.io", "v1", "storageclasses"): (["sc"], []),
 }
-SUBRESOURCES = {"status", "scale", "binding", "eviction"}
+SUBRESOURCES = {"status", "scale", "binding", "eviction", "finalize"}
 # Kinds every group-version document also needs (request and response bodies of the generic verbs).
 COMMON_DEFINITIONS = [
     "io.k8s.apimachinery.pkg.apis.meta.v1.Status",

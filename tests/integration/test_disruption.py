@@ -1,0 +1,60 @@
+"""PodDisruptionBudgets end to end: the disruption controller's status, and pods/eviction respecting it."""
+from __future__ import annotations
+
+PODS = "/api/v1/namespaces/default/pods"
+PDBS = "/apis/policy/v1/namespaces/default/poddisruptionbudgets"
+
+
+def _pod(name: str, labels: dict) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+
+
+async def _running(api, name: str, *, ready: bool = True) -> None:
+    """Make a pod Running (and Ready or not) as a node agent would, through pods/status."""
+    _, pod, _ = await api.http("GET", f"{PODS}/{name}")
+    pod["status"].update({"phase": "Running", "podIP": f"10.1.0.{abs(hash(name)) % 200 + 2}",
+                          "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]})
+    status, _, _ = await api.http("PUT", f"{PODS}/{name}/status", body=pod)
+    assert status == 200
+
+
+def _eviction(name: str) -> dict:
+    return {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": "default"}}
+
+
+async def test_eviction_takes_a_disruption_from_the_budget_or_answers_429(api):
+    for n in ("a", "b"):
+        await api.http("POST", PODS, body=_pod(n, {"app": "db"}))
+        await _running(api, n)
+    pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "db"},
+           "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}}
+    status, created, _ = await api.http("POST", PDBS, body=pdb)
+    assert status == 201
+    # Not yet processed by the controller: observedGeneration lags behind generation.
+    status, err, _ = await api.http("POST", f"{PODS}/a/eviction", body=_eviction("a"))
+    assert status == 429 and err["reason"] == "TooManyRequests"
+    assert err["message"] == "Cannot evict pod as it would violate the pod's disruption budget."
+    assert err["details"]["causes"][0] == {"reason": "DisruptionBudget",
+                                           "message": "The disruption budget db is still being processed by the server."}
+    # The status the disruption controller would write: one disruption allowed.
+    created["status"] = {"observedGeneration": 1, "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2,
+                         "disruptionsAllowed": 1}
+    status, _, _ = await api.http("PUT", f"{PDBS}/db/status", body=created)
+    assert status == 200
+    status, _, _ = await api.http("POST", f"{PODS}/a/eviction", body=_eviction("a"))
+    assert status == 201
+    status, _, _ = await api.http("GET", f"{PODS}/a")
+    assert status == 404
+    _, after, _ = await api.http("GET", f"{PDBS}/db")
+    assert after["status"]["disruptionsAllowed"] == 0 and "a" in after["status"]["disruptedPods"]
+    assert [c["status"] for c in after["status"]["conditions"] if c["type"] == "DisruptionAllowed"] == ["False"]
+    status, err, _ = await api.http("POST", f"{PODS}/b/eviction", body=_eviction("b"))
+    assert status == 429 and err["details"]["causes"][0]["message"] == \
+        "The disruption budget db needs 1 healthy pods and has 2 currently"
+    status, _, _ = await api.http("GET", f"{PODS}/b")
+    assert status == 200
+    # A Pending pod is not protected by the budget.
+    await api.http("POST", PODS, body=_pod("c", {"app": "db"}))
+    status, _, _ = await api.http("POST", f"{PODS}/c/eviction", body=_eviction("c"))
+    assert status == 201

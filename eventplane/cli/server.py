@@ -19,7 +19,7 @@ import nats.errors
 
 from eventplane.config import ConfigError
 
-from . import apiserver, auditretention, maintenance, relay, status, up
+from . import apiserver, auditretention, maintenance, relay, simulate, status, up
 from .running import setup_logging
 
 log = logging.getLogger("eventplane.cli")
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=("debug", "info", "warning", "error"),
                         help=f"log level on stderr (default: ${ENV_LOG_LEVEL} or info)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (up, status, relay, apiserver, maintenance, auditretention):
+    for module in (up, status, relay, apiserver, maintenance, auditretention, simulate):
         module.register(commands)
     return parser
 

@@ -33,6 +33,7 @@ Builder = Callable[[ControllerContext], list[Controller]]
 
 # name → "module:function", imported only when chosen.
 CONTROLLERS: dict[str, str] = {
+    "garbage-collector": "reconcilers.controllers.garbagecollector:build",
     "job": "reconcilers.controllers.job:build",
 }
 

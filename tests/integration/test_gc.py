@@ -1,0 +1,159 @@
+"""The garbage collector against a real API server, driven by kubectl delete --cascade=…
+
+The owner chain is built by hand (no ReplicaSet or Deployment controller runs here): a Deployment
+owns a ReplicaSet (blockOwnerDeletion), which owns two Pods and a ConfigMap.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from eventplane.client import Client
+from eventplane.objects import errors
+from reconcilers.controllers.registry import ControllerContext, builder
+from reconcilers.informer import SharedInformerFactory
+
+
+@contextlib.asynccontextmanager
+async def running(api, *names: str):
+    """The named controllers (registry builders) running against `api`, with one shared factory."""
+    async with Client.from_kubeconfig(str(api.kubeconfig)) as client:
+        factory = SharedInformerFactory(client)
+        ctx = ControllerContext(client=client, informers=factory)
+        controllers = [c for n in names for c in builder(n)(ctx)]
+        tasks = [asyncio.create_task(c.run()) for c in controllers]
+        try:
+            yield client
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            await factory.stop()
+
+
+def _ref(owner: dict, *, block: bool = True, controller: bool = True) -> dict:
+    return {"apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"], "controller": controller, "blockOwnerDeletion": block}
+
+
+async def _chain(c: Client, name: str) -> dict:
+    labels = {"app": name}
+    deploy = await c.create({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+                             "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                                      "template": {"metadata": {"labels": labels},
+                                                   "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}})
+    rs = await c.create({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                         "metadata": {"name": f"{name}-1", "ownerReferences": [_ref(deploy)]},
+                         "spec": {"replicas": 2, "selector": {"matchLabels": labels},
+                                  "template": {"metadata": {"labels": labels},
+                                               "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}})
+    for i in (1, 2):
+        await c.create({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": f"{name}-1-{i}", "labels": labels, "ownerReferences": [_ref(rs)]},
+                        "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    await c.create({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": f"{name}-cm", "ownerReferences": [_ref(rs, block=False)]}})
+    return deploy
+
+
+async def _names(c: Client, name: str) -> dict[str, list[str]]:
+    out = {}
+    for resource in ("deployments", "replicasets", "pods", "configmaps"):
+        items = (await c.list(resource, namespace="default"))["items"]
+        out[resource] = sorted(i["metadata"]["name"] for i in items if i["metadata"]["name"].startswith(name))
+    return out
+
+
+async def _eventually(check, timeout: float = 15):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not reached in {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+NOTHING = {"deployments": [], "replicasets": [], "pods": [], "configmaps": []}
+
+
+@pytest.mark.parametrize("cascade", ["background", "foreground"])
+async def test_delete_with_propagation_leaves_nothing(api, cascade):
+    async with running(api, "garbage-collector") as c:
+        await _chain(c, "web")
+        await api.ok("delete", "deployment", "web", f"--cascade={cascade}", "--timeout=20s")
+
+        async def gone():
+            return await _names(c, "web") == NOTHING
+        await _eventually(gone)
+        if cascade == "foreground":
+            # The owner went last: every dependent's deletion comes before the Deployment's.
+            last = {}
+            for resource, name in (("pods", "web-1-1"), ("pods", "web-1-2"), ("replicasets", "web-1"),
+                                   ("deployments", "web")):
+                items = (await c.history(resource, name))["items"]
+                last[name] = int(items[-1]["resourceVersion"] if "resourceVersion" in items[-1]
+                                 else items[-1]["position"])
+            assert last["web-1-1"] < last["web-1"] < last["web"]
+            assert last["web-1-2"] < last["web-1"]
+
+
+async def test_orphan_leaves_the_dependents_without_their_owner(api):
+    async with running(api, "garbage-collector") as c:
+        await _chain(c, "db")
+        await api.ok("delete", "deployment", "db", "--cascade=orphan")
+        await asyncio.sleep(1)  # give the collector time to (wrongly) collect anything
+        assert await _names(c, "db") == {"deployments": [], "replicasets": ["db-1"], "pods": ["db-1-1", "db-1-2"],
+                                         "configmaps": ["db-cm"]}
+        rs = await c.get("replicasets", "db-1", namespace="default")
+        assert not rs["metadata"].get("ownerReferences")
+        pod = await c.get("pods", "db-1-1", namespace="default")
+        assert pod["metadata"]["ownerReferences"][0]["uid"] == rs["metadata"]["uid"]
+        # The orphans are owners in their own right: deleting the ReplicaSet collects its pods.
+        await api.ok("delete", "replicaset", "db-1")
+
+        async def gone():
+            return await _names(c, "db") == NOTHING
+        await _eventually(gone)
+
+
+async def test_dangling_references_and_the_orphan_finalizer(api):
+    async with running(api, "garbage-collector") as c:
+        owner = await c.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}})
+        other = await c.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}})
+        # Two owners, one of which goes: only the reference to it is dropped.
+        both = await c.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": "both", "ownerReferences": [_ref(owner, block=False), _ref(other, block=False, controller=False)]}})
+        # An owner that never existed (or left before its dependent was made): collected.
+        await c.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
+            "name": "stray", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "ghost",
+                                                  "uid": "00000000-0000-0000-0000-000000000000"}]}})
+        await c.delete("configmaps", "owner", namespace="default")
+
+        async def settled():
+            try:
+                await c.get("configmaps", "stray", namespace="default")
+                return False
+            except errors.NotFoundError:
+                pass
+            live = await c.get("configmaps", "both", namespace="default")
+            return [r["uid"] for r in live["metadata"]["ownerReferences"]] == [other["metadata"]["uid"]]
+        await _eventually(settled)
+        assert (await c.get("configmaps", "both", namespace="default"))["metadata"]["uid"] == both["metadata"]["uid"]
+        # An orphan finalizer set by hand: the collector orphans the dependents, then lets the owner go.
+        await c.patch("configmaps", "other", {"metadata": {"finalizers": ["orphan"]}}, namespace="default")
+        await c.delete("configmaps", "other", namespace="default")
+
+        async def orphaned():
+            try:
+                await c.get("configmaps", "other", namespace="default")
+                return False
+            except errors.NotFoundError:
+                live = await c.get("configmaps", "both", namespace="default")
+                return not live["metadata"].get("ownerReferences")
+        await _eventually(orphaned)

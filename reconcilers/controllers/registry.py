@@ -35,6 +35,7 @@ Builder = Callable[[ControllerContext], list[Controller]]
 CONTROLLERS: dict[str, str] = {
     "garbage-collector": "reconcilers.controllers.garbagecollector:build",
     "job": "reconcilers.controllers.job:build",
+    "cronjob": "reconcilers.controllers.cronjob:build",
 }
 
 

@@ -192,3 +192,43 @@ async def test_suspend_and_resume(api, suspend_first):
         await api.ok("wait", "--for=condition=complete", "job/later", "--timeout=30s", timeout=40)
         j = await c.get("jobs", "later", namespace="default")
         assert condition(j, "Suspended")["status"] == "False" and condition(j, "Suspended")["reason"] == "JobResumed"
+
+
+async def test_a_cronjob_fires_and_its_job_completes(api):
+    """The schedule is every minute; a test clock (ctx.options["clock"]) stands 1.5 s before a minute
+    boundary so the run comes at once instead of up to a minute later."""
+    from datetime import datetime, timedelta, timezone
+
+    from reconcilers.controllers import cronjob as cronjob_controller
+
+    real = datetime.now(timezone.utc)
+    boundary = (real + timedelta(seconds=65)).replace(second=0, microsecond=0)
+    offset = boundary - real - timedelta(seconds=1.5)
+
+    def clock():
+        return datetime.now(timezone.utc) + offset
+
+    manifest = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick", "namespace": "default"},
+                "spec": {"schedule": "* * * * *", "successfulJobsHistoryLimit": 1,
+                         "jobTemplate": {"spec": {"template": {"spec": {
+                             "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}}}
+    async with controllers(api, job_controller.build, cronjob_controller.build, options={"clock": clock}) as c, \
+            FakeKubelet(c, "default", lambda pod: ("Succeeded", 0.2)):
+        await api.ok("apply", "-f", "-", input=json.dumps(manifest))
+
+        async def succeeded():
+            cj = await c.get("cronjobs", "tick", namespace="default")
+            return cj if (cj.get("status") or {}).get("lastSuccessfulTime") else None
+        cj = await wait_for(succeeded, timeout=30)
+        scheduled = datetime.fromisoformat(cj["status"]["lastScheduleTime"].replace("Z", "+00:00"))
+        assert scheduled.second == 0
+        jobs = (await c.list("jobs", namespace="default"))["items"]
+        name = f"tick-{int(scheduled.timestamp()) // 60}"
+        assert name in [j["metadata"]["name"] for j in jobs]
+        job = next(j for j in jobs if j["metadata"]["name"] == name)
+        assert job["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
+        assert job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"] == \
+            cj["status"]["lastScheduleTime"]
+        assert "active" not in cj["status"]
+        out = await api.ok("get", "cronjob", "tick")
+        assert "* * * * *" in out

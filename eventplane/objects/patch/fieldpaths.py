@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from ..errors import BadRequestError
 from ..schema import Node
 
@@ -418,6 +420,50 @@ def _collect(value: Any, node: Schema | None, path: Path, out: set[Path], strict
             out.add(p)
 
 
+def created_fields_v1(obj: Mapping[str, Any], node: Schema, scope: Scope) -> dict[str, Any] | None:
+    """`to_fields_v1(scope.filter(compare({}, obj, node).added))` in one walk, without building the
+    set: what a create records as its manager's fields. None when the root is not walked field by
+    field (the caller then takes the general path)."""
+    if shape(node, obj)[0] != FIELDS:
+        return None
+    out: dict[str, Any] = {}
+    for name in sorted(obj):
+        if name in ("apiVersion", "kind") or not scope.allows(name):
+            continue  # nothing under an untracked top-level field is tracked
+        value, sub = obj[name], node.child(name)
+        if name != "metadata":
+            out["f:" + name] = _added_tree(value, sub)
+            continue
+        # metadata itself is never tracked, nor the server's fields in it; the rest is
+        if isinstance(value, dict) and value and shape(sub, value)[0] == FIELDS:
+            kept = {"f:" + k: _added_tree(value[k], child(sub, k)) for k in sorted(value) if k not in _SERVER_METADATA}
+            if kept:
+                out["f:metadata"] = kept
+    return out
+
+
+def _added_tree(value: Any, node: Schema | None) -> dict[str, Any]:
+    """The fieldsV1 of a position that is absent before and holds `value` after (in the set itself,
+    with everything under it), as `_compare(MISSING, value, ...)` and `_emit` make it."""
+    kind, keys = shape(node, value)
+    if kind in (LEAF, ATOMIC) or empty(value):
+        return {}
+    out: dict[str, Any] = {".": {}}
+    if kind == FIELDS:
+        for name in sorted(value):
+            out["f:" + name] = _added_tree(value[name], child(node, name))
+        return out
+    item_node = items(node)
+    grouped: dict[PathElement, list] = {}
+    for item in value:
+        grouped.setdefault(item_element(kind, keys, item, item_node), []).append(item)
+    for pe in sorted(grouped, key=element_order):
+        found = grouped[pe]
+        # a repeated item is recorded as itself, without what is under it, as _compare_items does
+        out[element_string(pe)] = _added_tree(found[0], item_node) if len(found) == 1 else {}
+    return out
+
+
 def trie(paths: Iterable[Path]) -> dict:
     """Paths as a tree of path elements; the key None marks a path that is itself in the set."""
     root: dict = {}
@@ -491,6 +537,8 @@ def empty(value: Any) -> bool:
 
 def _compare(lhs: Any, rhs: Any, node: Schema | None, path: Path,
              added: set[Path], modified: set[Path], removed: set[Path]) -> None:
+    if type(lhs) is type(rhs) and type(lhs) in (dict, list) and _identical(lhs, rhs):
+        return  # an unchanged subtree adds, modifies and removes nothing: not walked
     kind, keys = common_shape(node, lhs, rhs)
     # Two empty or null values compare as leaves, keeping the empty/null distinction.
     if kind in (LEAF, ATOMIC) or (kind in (FIELDS, SET, ASSOC) and empty(lhs) and empty(rhs)):
@@ -545,6 +593,17 @@ def _compare_items(lhs: Any, rhs: Any, kind: str, keys: tuple[str, ...], item_no
             if ls:
                 _compare(ls[0], MISSING, item_node, p, added, modified, removed)
             added.add(p)
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """The same JSON value, types included: Python's == first (cheap, and it fails fast), then the
+    encodings, which tell true from 1 (== does not). A false answer only means "walk it"."""
+    if a != b:
+        return False
+    try:
+        return orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits, or a key that is not a string
+        return False
 
 
 def json_equal(a: Any, b: Any) -> bool:

@@ -20,9 +20,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from ..errors import BadRequestError
 from ..schema import Node
-from .fieldpaths import FieldSet, compare, from_fields_v1, schema, scope_for, to_fields_v1
+from .fieldpaths import FieldSet, compare, created_fields_v1, from_fields_v1, schema, scope_for, to_fields_v1
 
 APPLY = "Apply"
 UPDATE = "Update"
@@ -53,7 +55,7 @@ class Entry:
         if self.time is not None:
             out["time"] = self.time
         out["fieldsType"] = "FieldsV1"
-        out["fieldsV1"] = to_fields_v1(self.fields)
+        out["fieldsV1"] = _encode_fields(self.fields)
         if self.subresource:
             out["subresource"] = self.subresource
         return out
@@ -82,6 +84,38 @@ def _go_quote(text: str) -> str:
 
 # --- decoding and encoding -----------------------------------------------------------------------
 
+# Every write decodes the stored entries and encodes the new ones, and objects of one kind written
+# by one client carry the same few field sets: both directions are remembered. Field sets are
+# immutable and shared; an encoding is kept as bytes, so each caller gets dicts of its own.
+_MEMO_SIZE = 2048
+_decoded: dict[bytes, FieldSet] = {}
+_encoded: dict[FieldSet, bytes] = {}
+
+
+def _decode_fields(raw: Any) -> FieldSet:
+    try:
+        key = orjson.dumps(raw)
+    except TypeError:  # not JSON (msgpack bytes, an integer beyond 64 bits): decoded, not remembered
+        return from_fields_v1(raw)
+    fields = _decoded.get(key)
+    if fields is None:
+        fields = from_fields_v1(raw)  # a malformed one raises, and is not remembered
+        if len(_decoded) >= _MEMO_SIZE:
+            _decoded.clear()
+        _decoded[key] = fields
+    return fields
+
+
+def _encode_fields(fields: FieldSet) -> dict[str, Any]:
+    encoded = _encoded.get(fields)
+    if encoded is None:
+        encoded = orjson.dumps(to_fields_v1(fields))
+        if len(_encoded) >= _MEMO_SIZE:
+            _encoded.clear()
+        _encoded[fields] = encoded
+    return orjson.loads(encoded)
+
+
 def decode_managed_fields(entries: Any) -> Managed:
     """Decode a managedFields list; BadRequestError when an entry is malformed or repeated."""
     if entries is None:
@@ -99,7 +133,7 @@ def decode_managed_fields(entries: Any) -> Managed:
             raise BadRequestError(f"invalid managed fields: unknown fieldsType {raw.get('fieldsType')!r}")
         entry = Entry(manager=str(raw.get("manager") or ""), operation=operation,
                       api_version=str(raw.get("apiVersion") or ""), time=raw.get("time"),
-                      fields=from_fields_v1(raw.get("fieldsV1") or {}),
+                      fields=_decode_fields(raw.get("fieldsV1") or {}),
                       subresource=str(raw.get("subresource") or ""))
         if entry.identity in out:
             raise BadRequestError(f"invalid managed fields: duplicate entry for manager {entry.manager!r}")
@@ -186,6 +220,13 @@ def update_managed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any],
         raise ValueError(f"update_managed_fields records Update operations, not {operation!r}")
     node = schema(node)
     scope = scope_for(node, subresource, reset)
+    if old is None and _entries_of(new) is None:
+        # A create that brings no managedFields: the writer owns every field it set. One walk
+        # writes its entry directly (the general path below gives the same entry, more slowly).
+        fields_v1 = created_fields_v1(new, node, scope)
+        if fields_v1 is not None:
+            return _with_created_entry(new, fields_v1, manager=manager, api_version=api_version, now=now,
+                                       subresource=subresource)
     managed = _base_managed(old, new, subresource)
     change = compare(without_managed_fields(old), without_managed_fields(new), node).filter(scope)
     changed = change.added | change.modified
@@ -201,6 +242,22 @@ def update_managed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any],
         out[key] = Entry(manager, UPDATE, api_version, now,
                          (previous.fields if previous else frozenset()) | changed, subresource)
     return with_managed_fields(new, cap_update_managers(out))
+
+
+def _with_created_entry(new: Mapping[str, Any], fields_v1: dict[str, Any], *, manager: str, api_version: str,
+                        now: str, subresource: str) -> dict[str, Any]:
+    out = dict(new)
+    metadata = dict(out.get("metadata") or {})
+    if fields_v1:
+        entry = {"manager": manager, "operation": UPDATE, "apiVersion": api_version, "time": now,
+                 "fieldsType": "FieldsV1", "fieldsV1": fields_v1}
+        if subresource:
+            entry["subresource"] = subresource
+        metadata["managedFields"] = [entry]
+    else:
+        metadata.pop("managedFields", None)
+    out["metadata"] = metadata
+    return out
 
 
 def cap_update_managers(managed: Managed, limit: int = MAX_UPDATE_MANAGERS) -> Managed:

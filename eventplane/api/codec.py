@@ -7,6 +7,7 @@ its output goes straight onto the wire.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,6 +126,55 @@ def decode(body: bytes, content_type: str | None) -> Any:
     except (ValueError, yaml.YAMLError) as exc:
         kind = "yaml" if ctype in (YAML, APPLY_PATCH) else "json"
         raise errors.BadRequestError(f"error decoding {kind} body: {exc}") from None
+
+
+# Every string of a JSON text, with the colon that makes it a key: the text's strings are
+# consecutive matches, since outside strings valid JSON has no quote.
+_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"(\s*+:)?')
+_BIG = float(2**63)
+
+
+def decode_body(body: bytes, content_type: str | None) -> tuple[Any, list[str]]:
+    """`(plain(decode(...)), duplicate_fields(decode(...)))`, faster for JSON: orjson parses it, and
+    when the text names as many keys as the parsed objects hold (no key was named twice) and no
+    integer was too big for orjson (it turns those into floats), that is the answer; otherwise the
+    slow decoder runs, so duplicates, big integers and error messages are exactly its own."""
+    ctype = (content_type or JSON).split(";")[0].strip().lower()
+    if body and ctype in (JSON, MERGE_PATCH, STRATEGIC_PATCH, JSON_PATCH):
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            value = _UNDECIDED
+        if value is not _UNDECIDED:
+            keys = _keys_if_plain(value)
+            if keys is not None and keys == _named_keys(body):
+                return value, []
+    value = decode(body, content_type)
+    return plain(value), duplicate_fields(value)
+
+
+_UNDECIDED: Any = object()
+
+
+def _named_keys(body: bytes) -> int:
+    return sum(1 for colon in _STRING.findall(body) if colon)
+
+
+def _keys_if_plain(value: Any) -> int | None:
+    """How many keys the objects in `value` hold; None when it holds a float orjson may have made
+    of an integer beyond 64 bits."""
+    keys, stack = 0, [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t is dict:
+            keys += len(v)
+            stack.extend(v.values())
+        elif t is list:
+            stack.extend(v)
+        elif t is float and not -_BIG < v < _BIG:
+            return None
+    return keys
 
 
 def plain(value: Any) -> Any:

@@ -60,9 +60,7 @@ def write_options(request: web.Request, duplicates: list[str] | None = None) -> 
 
 
 async def read_body(request: web.Request) -> tuple[Any, list[str]]:
-    body = await request.read()
-    value = codec.decode(body, request.content_type)
-    return codec.plain(value), codec.duplicate_fields(value)
+    return codec.decode_body(await request.read(), request.content_type)
 
 
 def respond(request: web.Request, value: Any, *, status: int = 200, warnings: list[str] | None = None,

@@ -34,6 +34,11 @@ Builder = Callable[[ControllerContext], list[Controller]]
 # name → "module:function", imported only when chosen.
 CONTROLLERS: dict[str, str] = {
     "garbage-collector": "reconcilers.controllers.garbagecollector:build",
+    "replicaset": "reconcilers.controllers.replicaset:build",
+    "replicationcontroller": "reconcilers.controllers.replicaset:build_replicationcontroller",
+    "deployment": "reconcilers.controllers.deployment:build",
+    "namespace": "reconcilers.controllers.namespace:build",
+    "serviceaccount": "reconcilers.controllers.serviceaccount:build",
     "job": "reconcilers.controllers.job:build",
     "cronjob": "reconcilers.controllers.cronjob:build",
 }

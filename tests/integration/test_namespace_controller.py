@@ -2,7 +2,52 @@
 namespace on `kubectl delete namespace`, and the default ServiceAccount controller."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+from eventplane.client import Client
+from eventplane.objects import errors
+from reconcilers.controllers.registry import ControllerContext, builder
+from reconcilers.informer import SharedInformerFactory
+
 NS = "/api/v1/namespaces"
+
+
+@contextlib.asynccontextmanager
+async def running(api, *names: str):
+    """The named controllers (registry builders) running against `api`, with one shared factory."""
+    async with Client.from_kubeconfig(str(api.kubeconfig)) as client:
+        factory = SharedInformerFactory(client)
+        ctx = ControllerContext(client=client, informers=factory)
+        controllers = [c for n in names for c in builder(n)(ctx)]
+        tasks = [asyncio.create_task(c.run()) for c in controllers]
+        try:
+            yield client
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            await factory.stop()
+
+
+async def _eventually(check, timeout: float = 15):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not reached in {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+async def _exists(c: Client, resource: str, name: str, namespace: str | None = None) -> dict | None:
+    try:
+        return await c.get(resource, name, namespace=namespace)
+    except errors.NotFoundError:
+        return None
 
 
 def _ns(name: str) -> dict:
@@ -52,3 +97,83 @@ async def test_finalize_of_an_active_namespace_keeps_it(api):
     assert status == 200 and not out["spec"].get("finalizers")
     status, _, _ = await api.http("GET", f"{NS}/alive")
     assert status == 200
+
+
+CRD = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+       "metadata": {"name": "widgets.example.com"},
+       "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                "versions": [{"name": "v1", "served": True, "storage": True,
+                              "schema": {"openAPIV3Schema": {"type": "object",
+                                                             "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+async def test_kubectl_delete_namespace_empties_it_then_removes_it(api):
+    async with running(api, "namespace", "serviceaccount", "garbage-collector") as c:
+        await api.ok("create", "namespace", "team")
+
+        async def has_default():
+            return await _exists(c, "serviceaccounts", "default", "team")
+        await _eventually(has_default)
+        await c.create(CRD)
+        await _eventually(lambda: _has_resource(c, "widgets"))
+        await c.create({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}},
+                       namespace="team")
+        for name in ("a", "b"):
+            await c.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}, namespace="team")
+        await c.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}, namespace="team")
+        await c.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                        "spec": {"containers": [{"name": "c", "image": "busybox"}]}}, namespace="team")
+        await c.create({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "held", "finalizers": ["example.com/hold"]}}, namespace="team")
+        await api.ok("delete", "namespace", "team", "--wait=false")
+
+        async def reported():
+            ns = await c.get("namespaces", "team")
+            conds = {x["type"]: x for x in (ns.get("status") or {}).get("conditions") or []}
+            remaining = conds.get("NamespaceContentRemaining") or {}
+            return ns if remaining.get("message") == \
+                "Some resources are remaining: configmaps. has 1 resource instances" else None
+        ns = await _eventually(reported)
+        assert ns["status"]["phase"] == "Terminating"
+        conds = {x["type"]: x for x in ns["status"]["conditions"]}
+        assert conds["NamespaceFinalizersRemaining"]["status"] == "True"
+        assert conds["NamespaceFinalizersRemaining"]["message"] == \
+            "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+        assert conds["NamespaceDeletionDiscoveryFailure"]["status"] == "False"
+        for resource in ("configmaps", "secrets", "pods", "serviceaccounts", "widgets"):
+            names = [i["metadata"]["name"] for i in (await c.list(resource, namespace="team"))["items"]]
+            assert names == (["held"] if resource == "configmaps" else []), (resource, names)
+        # The namespace stays while anything is left; the last finalizer lets everything go.
+        await c.patch("configmaps", "held", {"metadata": {"finalizers": None}}, namespace="team")
+
+        async def gone():
+            return await _exists(c, "namespaces", "team") is None
+        await _eventually(gone)
+        r = await api.kubectl("get", "namespace", "team")
+        assert r.code != 0 and 'namespaces "team" not found' in r.err
+
+
+async def _has_resource(c: Client, name: str) -> bool:
+    return (await c.resources(refresh=True)).find(name) is not None
+
+
+async def test_default_service_account_is_recreated(api):
+    async with running(api, "serviceaccount") as c:
+        await api.ok("create", "namespace", "keep")
+
+        async def made():
+            return await _exists(c, "serviceaccounts", "default", "keep")
+        first = await _eventually(made)
+        # default/default too: every active namespace has one.
+        assert await _exists(c, "serviceaccounts", "default", "default")
+        await api.ok("delete", "serviceaccount", "default", "-n", "keep")
+
+        async def remade():
+            sa = await _exists(c, "serviceaccounts", "default", "keep")
+            return sa if sa and sa["metadata"]["uid"] != first["metadata"]["uid"] else None
+        second = await _eventually(remade)
+        # Caused by the deletion it answers (DESIGN invariant 10).
+        steps = (await c.why("serviceaccounts", "default", namespace="keep"))["steps"]
+        assert [s["verb"] for s in steps[-2:]] == ["delete", "create"], steps
+        assert second["metadata"]["name"] == "default"

@@ -223,3 +223,66 @@ class WorkloadController(Controller):
             inf.start()
         await asyncio.gather(*(inf.wait_synced() for inf in self.secondary))
         await super().run()
+
+
+# --- ControllerRevisions (StatefulSet and DaemonSet history) --------------------------------------
+
+_SAFE = "bcdfghjklmnpqrstvwxz2456789"   # k8s.io/apimachinery/pkg/util/rand alphanums: no vowels, no 0/1/3
+
+
+def safe_encode(text: str) -> str:
+    return "".join(_SAFE[ord(ch) % len(_SAFE)] for ch in text)
+
+
+def fnv32a(data: bytes) -> int:
+    h = 0x811C9DC5
+    for b in data:
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def revision_data(template: Obj | None) -> Obj:
+    """What a ControllerRevision stores: the patch that replaces the pod template (getPatch)."""
+    return {"spec": {"template": {**copy.deepcopy(template or {}), "$patch": "replace"}}}
+
+
+def revision_hash(data: Obj, collision_count: int = 0) -> str:
+    import json
+    raw = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return safe_encode(str(fnv32a(raw + str(collision_count).encode() if collision_count else raw)))
+
+
+def template_of(revision: Obj) -> Obj:
+    tpl = dict(((revision.get("data") or {}).get("spec") or {}).get("template") or {})
+    tpl.pop("$patch", None)
+    return tpl
+
+
+def new_revision(owner: Obj, *, api_version: str, kind: str, data: Obj, number: int, hash_: str,
+                 labels: dict[str, str]) -> Obj:
+    m = meta(owner)
+    return {"apiVersion": "apps/v1", "kind": "ControllerRevision",
+            "metadata": {"name": f"{m.get('name')}-{hash_}", "namespace": m.get("namespace"),
+                         "labels": {**labels, "controller.kubernetes.io/hash": hash_},
+                         "ownerReferences": [owner_reference(owner, api_version=api_version, kind=kind)]},
+            "data": data, "revision": number}
+
+
+def pick_revisions(owner: Obj, revisions: list[Obj], template: Obj | None, *, api_version: str, kind: str,
+                   labels: dict[str, str]) -> tuple[Obj, Obj | None, Obj | None]:
+    """(the update revision, a revision to create, a revision whose number to bump) for a template.
+
+    A template equal to an older revision's reuses it under the next number, as a rollback does."""
+    data = revision_data(template)
+    newest = max((r.get("revision") or 0 for r in revisions), default=0)
+    same = [r for r in revisions if r.get("data") == data]
+    if same:
+        rev = max(same, key=lambda r: r.get("revision") or 0)
+        if (rev.get("revision") or 0) < newest:
+            bumped = {**rev, "revision": newest + 1}
+            return bumped, None, bumped
+        return rev, None, None
+    collision = ((owner.get("status") or {}).get("collisionCount")) or 0
+    rev = new_revision(owner, api_version=api_version, kind=kind, data=data, number=newest + 1,
+                       hash_=revision_hash(data, collision), labels=labels)
+    return rev, rev, None

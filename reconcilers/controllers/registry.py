@@ -40,7 +40,9 @@ CONTROLLERS: dict[str, str] = {
     "namespace": "reconcilers.controllers.namespace:build",
     "serviceaccount": "reconcilers.controllers.serviceaccount:build",
     "job": "reconcilers.controllers.job:build",
+    "node-lifecycle": "reconcilers.controllers.nodelifecycle:build",
     "cronjob": "reconcilers.controllers.cronjob:build",
+    "statefulset": "reconcilers.controllers.statefulset:build",
 }
 
 

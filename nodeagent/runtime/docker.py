@@ -1,0 +1,287 @@
+"""The Docker runtime: a pod is an infra container holding the network (and IPC)
+namespace, and its containers join it (`NetworkMode: container:<infra>`), as
+dockershim did.
+
+Fed by the pod worker with ContainerConfigs; speaks to the engine through
+dockerapi.py. Every container carries labels (runtime/__init__.py) naming its
+node, pod, container and restart count, so that `containers()` finds a pod's
+containers again after the agent restarts — the agent adopts them instead of
+starting new ones (DESIGN invariant 9). The infra container runs busybox
+`sleep` from an image the runtime builds itself (`docker import` of the host's
+static busybox) when it is missing, since no registry may be reachable.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import math
+import os
+import shutil
+import tarfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+from . import (APP, CONTAINER_NAME, GRACE, INFRA, MANAGED, NODE, POD_NAME, POD_NAMESPACE, POD_UID, RESTART_COUNT,
+               ROLE, SPEC_HASH, ContainerConfig, ContainerRecord, ContainerStartError, ImagePullError)
+from .dockerapi import DockerApi, DockerError, DockerUnavailable
+
+log = logging.getLogger("eventplane.nodeagent.docker")
+
+PAUSE_IMAGE = "eventplane/pause:busybox"
+PAUSE_COMMAND = ["/bin/busybox", "sleep", "2147483647"]
+BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+CPU_PERIOD = 100_000   # microseconds, as the kubelet sets it
+MIN_SHARES = 2
+STOP_SLACK = 15.0      # seconds beyond the grace period we wait for the engine's answer to a stop
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(self, node: str, *, api: DockerApi | None = None, pause_image: str = PAUSE_IMAGE,
+                 allow_privileged: bool = False) -> None:
+        self.node = node
+        self.api = api or DockerApi()
+        self.pause_image = pause_image
+        self.allow_privileged = allow_privileged
+        self._pause_ready = asyncio.Lock()
+        self._pause_checked = False
+        self._version = ""
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def version(self) -> str:
+        if not self._version:
+            v = await self.api.version()
+            self._version = f"docker://{v.get('Version', 'unknown')}"
+        return self._version
+
+    # --- observing -------------------------------------------------------------------------------
+
+    async def containers(self, pod_uid: str | None = None) -> list[ContainerRecord]:
+        labels = {MANAGED: "true", NODE: self.node}
+        if pod_uid:
+            labels[POD_UID] = pod_uid
+        summaries = await self.api.containers(labels)
+        records = await asyncio.gather(*(self.api.inspect(s["Id"]) for s in summaries))
+        return [record_of(r) for r in records if r is not None]
+
+    async def changes(self) -> AsyncIterator[str]:
+        """Pod uids whose containers started, died or were OOM-killed, for as long as the engine answers;
+        the agent reopens the stream when it breaks (and resyncs every pod meanwhile)."""
+        filters = {"type": ["container"], "event": ["start", "die", "oom"], "label": [f"{NODE}={self.node}"]}
+        async for event in self.api.events(filters):
+            uid = ((event.get("Actor") or {}).get("Attributes") or {}).get(POD_UID)
+            if uid:
+                yield uid
+
+    # --- images ----------------------------------------------------------------------------------
+
+    async def ensure_image(self, image: str, policy: str) -> str:
+        present = await self.api.image(image)
+        if policy == "Never":
+            if present is None:
+                raise ImagePullError("ErrImageNeverPull",
+                                     f'Container image "{image}" is not present with pull policy of Never')
+            return present.get("Id", "")
+        if present is not None and policy != "Always":
+            return present.get("Id", "")
+        try:
+            await self.api.pull(image)
+        except DockerError as exc:
+            raise ImagePullError("ErrImagePull", f'failed to pull and unpack image "{image}": {exc}') from None
+        found = await self.api.image(image)
+        return (found or {}).get("Id", "")
+
+    async def _ensure_pause(self) -> None:
+        async with self._pause_ready:
+            if self._pause_checked:
+                return
+            if await self.api.image(self.pause_image) is None:
+                busybox = next((p for p in BUSYBOX_CANDIDATES if os.path.exists(p)), None) or shutil.which("busybox")
+                if busybox is None:
+                    raise ContainerStartError("CreatePodSandboxError",
+                                              f"the infra image {self.pause_image} is missing and there is no "
+                                              "static busybox to build it from (install busybox-static)")
+                repo, tag = self.pause_image.rsplit(":", 1)
+                log.info("building the infra image %s from %s", self.pause_image, busybox)
+                await self.api.import_image(busybox_rootfs(busybox), repo, tag)
+            self._pause_checked = True
+
+    # --- running ---------------------------------------------------------------------------------
+
+    async def run_sandbox(self, pod: dict[str, Any], labels: dict[str, str]) -> ContainerRecord:
+        await self._ensure_pause()
+        meta, spec = pod["metadata"], pod.get("spec") or {}
+        attempt = int(labels.get(RESTART_COUNT, "0"))
+        name = f"k8s_POD_{meta['name']}_{meta.get('namespace', '')}_{meta['uid']}_{attempt}"
+        host_config: dict[str, Any] = {"IpcMode": "shareable", "RestartPolicy": {"Name": "no"},
+                                       "NetworkMode": "host" if spec.get("hostNetwork") else "bridge"}
+        config: dict[str, Any] = {"Image": self.pause_image, "Entrypoint": PAUSE_COMMAND, "Labels": labels,
+                                  "HostConfig": host_config}
+        if not spec.get("hostNetwork"):
+            config["Hostname"] = (spec.get("hostname") or meta["name"])[:63]
+        await self._remove_named(name)
+        try:
+            cid = await self.api.create(name, config)
+            await self.api.start(cid)
+        except DockerUnavailable:
+            raise
+        except DockerError as exc:
+            raise ContainerStartError("CreatePodSandboxError", f"Failed to create pod sandbox: {exc}") from None
+        found = await self.api.inspect(cid)
+        if found is None:
+            raise ContainerStartError("CreatePodSandboxError", "the pod sandbox vanished as it started")
+        return record_of(found)
+
+    async def run_container(self, config: ContainerConfig, sandbox: ContainerRecord | None) -> str:
+        if config.privileged and not self.allow_privileged:
+            raise ContainerStartError("CreateContainerConfigError",
+                                      "privileged containers are not allowed on this node "
+                                      "(start the agent with --allow-privileged)")
+        name = (f"k8s_{config.name}_{config.labels.get(POD_NAME, '')}_{config.labels.get(POD_NAMESPACE, '')}_"
+                f"{config.labels.get(POD_UID, '')}_{config.labels.get(RESTART_COUNT, '0')}")
+        await self._remove_named(name)
+        try:
+            cid = await self.api.create(name, docker_config(config, sandbox))
+        except DockerUnavailable:
+            raise
+        except DockerError as exc:
+            raise ContainerStartError("CreateContainerError", str(exc)) from None
+        try:
+            await self.api.start(cid)
+        except DockerUnavailable:
+            raise
+        except DockerError as exc:
+            raise ContainerStartError("RunContainerError", str(exc)) from None
+        return cid
+
+    async def _remove_named(self, name: str) -> None:
+        """A leftover of the same name (an instance whose start failed midway) would block create."""
+        found = await self.api.inspect(name)
+        if found is not None:
+            await self.api.remove(found["Id"])
+
+    async def stop(self, cid: str, grace: float) -> None:
+        t = max(0, math.ceil(grace))
+        try:
+            await self.api.request("POST", f"/containers/{cid}/stop", params={"t": t}, timeout=t + STOP_SLACK)
+        except DockerError as exc:
+            if exc.status not in (304, 404):
+                raise
+
+    async def remove(self, cid: str) -> None:
+        await self.api.remove(cid)
+
+    async def exec(self, cid: str, cmd: list[str], timeout: float) -> tuple[int, bytes]:
+        code, out, err = await self.api.exec(cid, cmd, timeout=timeout)
+        return code, out + err
+
+    async def logs(self, cid: str, *, tail: int | None = None) -> bytes:
+        out, err = await self.api.logs(cid, tail=tail)
+        return out + err
+
+
+def docker_config(c: ContainerConfig, sandbox: ContainerRecord | None) -> dict[str, Any]:
+    """A ContainerConfig as the Engine API's container create body."""
+    host: dict[str, Any] = {"RestartPolicy": {"Name": "no"}, "ReadonlyRootfs": c.read_only_root,
+                            "Privileged": c.privileged}
+    if sandbox is not None:
+        host["NetworkMode"] = f"container:{sandbox.id}"
+        host["IpcMode"] = f"container:{sandbox.id}"
+    binds = []
+    for m in c.mounts:
+        src = os.path.join(m.host_path, m.sub_path) if m.sub_path else m.host_path
+        binds.append(f"{src}:{m.container_path}:{'ro' if m.read_only else 'rw'}")
+    if binds:
+        host["Binds"] = binds
+    if c.tmpfs:
+        host["Tmpfs"] = {path: (f"size={size}" if size else "") for path, size in c.tmpfs}
+    if c.memory_limit:
+        host["Memory"] = c.memory_limit
+        host["MemorySwap"] = c.memory_limit    # no swap beyond the limit, as the kubelet sets it
+    if c.cpu_limit_milli:
+        host["CpuPeriod"] = CPU_PERIOD
+        host["CpuQuota"] = max(1000, c.cpu_limit_milli * CPU_PERIOD // 1000)
+    if c.cpu_request_milli is not None:
+        host["CpuShares"] = max(MIN_SHARES, c.cpu_request_milli * 1024 // 1000)
+    if c.cap_add:
+        host["CapAdd"] = list(c.cap_add)
+    if c.cap_drop:
+        host["CapDrop"] = list(c.cap_drop)
+    config: dict[str, Any] = {"Image": c.image, "Env": [f"{k}={v}" for k, v in c.env], "Labels": c.labels,
+                              "HostConfig": host}
+    if c.command is not None:
+        config["Entrypoint"] = list(c.command)
+    if c.args is not None:
+        config["Cmd"] = list(c.args)
+    if c.working_dir:
+        config["WorkingDir"] = c.working_dir
+    if c.run_as_user is not None:
+        config["User"] = str(c.run_as_user) + (f":{c.run_as_group}" if c.run_as_group is not None else "")
+    if c.ports:
+        config["ExposedPorts"] = {f"{port}/{proto.lower()}": {} for port, proto in c.ports}
+    if sandbox is None and c.hostname:
+        config["Hostname"] = c.hostname
+    return config
+
+
+def record_of(inspected: dict[str, Any]) -> ContainerRecord:
+    """What the agent needs of `docker inspect`."""
+    labels = (inspected.get("Config") or {}).get("Labels") or {}
+    state = inspected.get("State") or {}
+    status = state.get("Status", "")
+    if status in ("running", "paused", "restarting"):
+        kind = "running"
+    elif status in ("exited", "dead"):
+        kind = "exited"
+    else:
+        kind = "created"
+    net = inspected.get("NetworkSettings") or {}
+    ip = net.get("IPAddress") or next((n.get("IPAddress") for n in (net.get("Networks") or {}).values()
+                                       if n.get("IPAddress")), "")
+    return ContainerRecord(
+        id=inspected["Id"], pod_uid=labels.get(POD_UID, ""), pod_namespace=labels.get(POD_NAMESPACE, ""),
+        pod_name=labels.get(POD_NAME, ""), name=labels.get(CONTAINER_NAME, ""), role=labels.get(ROLE, APP),
+        restart_count=int(labels.get(RESTART_COUNT, "0") or 0), image=(inspected.get("Config") or {}).get("Image", ""),
+        image_id=inspected.get("Image", ""), state=kind,
+        exit_code=state.get("ExitCode") if kind == "exited" else None, oom_killed=bool(state.get("OOMKilled")),
+        error=state.get("Error") or "", started_at=_time(state.get("StartedAt")),
+        finished_at=_time(state.get("FinishedAt")) if kind == "exited" else None,
+        ip=ip if labels.get(ROLE) == INFRA else "", spec_hash=labels.get(SPEC_HASH, ""), labels=labels)
+
+
+def _time(value: str | None) -> str | None:
+    """Docker's nanosecond times → Kubernetes' RFC 3339 seconds; its zero time → None."""
+    if not value or value.startswith("0001-"):
+        return None
+    return value[:19] + "Z"
+
+
+def busybox_rootfs(busybox: str) -> bytes:
+    """A tarball of a minimal root filesystem: a static busybox and the applets' links."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for d in ("bin", "tmp", "etc", "proc", "sys", "dev", "var", "root"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in ("sh", "sleep", "cat", "echo", "ls", "env", "id", "httpd", "nc", "wget", "head", "tail",
+                       "dd", "mkdir", "true", "false", "kill", "ps", "hostname", "grep", "test", "printf", "date",
+                       "touch", "rm", "seq", "yes", "tr"):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(info)
+        for path, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n"),
+                           ("etc/group", "root:x:0:\nnogroup:x:65534:\n")):
+            data = text.encode()
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+__all__ = ["DockerRuntime", "GRACE", "INFRA", "PAUSE_IMAGE", "busybox_rootfs", "docker_config", "record_of"]

@@ -1,0 +1,480 @@
+"""One worker per pod bound to this node: it drives the pod's containers to its spec
+and reports the pod's status, level-triggered, like the kubelet's pod worker.
+
+Fed by the agent (agent.py) with every version of its pod the informer sees,
+with the runtime's container events (a container died) and with its probes'
+verdicts; each of those wakes the worker, which then syncs: it reads what the
+runtime runs for the pod, decides what to start, restart or kill, does it, and
+computes the status (status.py). The status is written through pods/status
+only when it differs from what the pod says, with causation = the position of
+the pod event the worker acted on (DESIGN invariant 10).
+
+Nothing here stops a container because the API is unreachable (invariant 9):
+a sync that cannot reach the API keeps what runs, keeps the env values it
+resolved before for restarts, and tries again later. A pod with a
+deletionTimestamp has its containers stopped gracefully (preStop, SIGTERM,
+the grace period, SIGKILL), then is deleted for good (gracePeriodSeconds=0),
+as the kubelet does.
+
+Restarts follow restartPolicy with the kubelet's CrashLoopBackOff: the first
+restart is immediate, then 10 s, doubling up to 5 minutes, measured from the
+moment the container finished; an image that cannot be pulled is ErrImagePull,
+then ImagePullBackOff with the same doubling.
+"""
+from __future__ import annotations
+
+import asyncio
+import calendar
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from eventplane.objects import errors
+
+from . import status as podstatus
+from .containers import ConfigError, Refs, build_config, labels_for, resolve_env, spec_hash
+from .probes import LIVENESS, READINESS, STARTUP, Prober
+from .runtime import APP, INFRA, INIT, ContainerRecord, ContainerStartError, ImagePullError
+from .volumes import PodVolumes, VolumeError
+
+if TYPE_CHECKING:
+    from .agent import NodeAgent
+
+log = logging.getLogger("eventplane.nodeagent.worker")
+
+BACKOFF_INITIAL = 10.0      # seconds: kubelet's initial container restart backoff
+BACKOFF_MAX = 300.0         # and its cap
+RESYNC = 10.0               # a sync at least this often, whatever happens
+MIN_GRACE = 2               # the kubelet never gives a container less than 2 s to stop
+KEEP_INSTANCES = 2          # the running (or last) instance and the one before, for lastState
+
+
+def go_duration(seconds: float) -> str:
+    """10s, 1m20s, 5m0s: how the kubelet's messages print a backoff."""
+    s = int(seconds)
+    return f"{s // 60}m{s % 60}s" if s >= 60 else f"{s}s"
+
+
+def epoch(rfc3339: str | None) -> float | None:
+    if not rfc3339:
+        return None
+    return float(calendar.timegm(time.strptime(rfc3339[:19], "%Y-%m-%dT%H:%M:%S")))
+
+
+def now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def should_restart(policy: str, record: ContainerRecord) -> bool:
+    if policy == "Always":
+        return True
+    if policy == "OnFailure":
+        return not record.exited or record.exit_code != 0
+    return False
+
+
+class PodWorker:
+    def __init__(self, agent: NodeAgent, uid: str, pod: dict[str, Any], causation: int | None) -> None:
+        self.agent = agent
+        self.uid = uid
+        self.pod = pod
+        self.causation = causation
+        self.gone = False                     # the pod left the API: stop everything, nothing to report
+        self.done = False
+        self._wake = asyncio.Event()
+        self._wake.set()
+        self._task: asyncio.Task[None] | None = None
+        self._due: float | None = None        # wall-clock time of a backoff's end
+        self.probers: dict[str, dict[str, Prober]] = {}     # container id → kind → prober
+        self.backoff: dict[str, tuple[float, float]] = {}   # container name → (delay, when it was last raised)
+        self.pull_backoff: dict[str, tuple[float, float]] = {}  # container name → (delay, until)
+        self.kill_messages: dict[str, str] = {}
+        self.env_cache: dict[str, list[tuple[str, str]]] = {}
+        self.volumes: PodVolumes | None = None
+        self.last_written: dict[str, Any] | None = None
+        self.written_rv = 0
+        self._sandbox: ContainerRecord | None = None   # the running infra container, for the probes' pod IP
+
+    # --- fed by the agent ------------------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        m = self.pod["metadata"]
+        return f"{m.get('namespace', '')}/{m['name']}"
+
+    def update(self, pod: dict[str, Any], causation: int | None) -> None:
+        self.pod = pod
+        if causation is not None:
+            self.causation = causation
+        self.wake()
+
+    def forget(self, causation: int | None) -> None:
+        """The pod was deleted from the API (or left this node's selection)."""
+        self.gone = True
+        if causation is not None:
+            self.causation = causation
+        self.wake()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"pod:{self.key}")
+
+    async def stop(self) -> None:
+        """Stop working on the pod (the agent is shutting down); its containers keep running."""
+        for probers in self.probers.values():
+            for p in probers.values():
+                p.stop()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                if await self.sync():
+                    break
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except errors.EventplaneError as exc:
+                failures += 1
+                log.warning("pod %s: %s (the containers keep running; trying again)", self.key, exc)
+            except Exception as exc:
+                failures += 1
+                log.warning("pod %s: sync failed: %r", self.key, exc, exc_info=failures == 1)
+            delay = RESYNC
+            if self._due is not None:
+                delay = min(delay, max(0.05, self._due - time.time()))
+            if failures:
+                delay = min(delay, 0.2 * 2 ** min(failures, 6))
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except TimeoutError:
+                pass
+        self.done = True
+        for probers in self.probers.values():
+            for p in probers.values():
+                p.stop()
+        self.agent.worker_done(self)
+
+    # --- one sync --------------------------------------------------------------------------------
+
+    async def sync(self) -> bool:
+        """Drive the pod one step towards its spec; True when the worker is finished with it."""
+        pod, causation = self.pod, self.causation
+        self._due = None
+        rt = self.agent.runtime
+        records = await rt.containers(self.uid)
+        if self.gone or pod["metadata"].get("deletionTimestamp"):
+            await self.terminate(records)
+            if not self.gone:
+                m = pod["metadata"]
+                try:
+                    await self.agent.client.delete("pods", m["name"], namespace=m.get("namespace"),
+                                                   grace_period_seconds=0, causation=causation)
+                except errors.NotFoundError:
+                    pass
+            return True
+
+        spec = pod.get("spec") or {}
+        policy = spec.get("restartPolicy", "Always")
+        waiting: dict[str, tuple[str, str]] = {}
+        finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        sandboxes = sorted((r for r in records if r.role == INFRA), key=lambda r: r.restart_count, reverse=True)
+        sandbox = sandboxes[0] if sandboxes else None
+        changed = False
+        self._sandbox = sandbox if sandbox is not None and sandbox.running else None
+        if (sandbox is None or not sandbox.running) and not finished:
+            attempt = 0
+            if sandbox is not None:
+                # A new sandbox is a new network namespace: what ran in the old one starts again.
+                attempt = sandbox.restart_count + 1
+                await asyncio.gather(*(self._kill(r, MIN_GRACE) for r in records if r.running))
+            sandbox = await rt.run_sandbox(pod, labels_for(pod, self.agent.node_name, "", INFRA, attempt))
+            self._sandbox = sandbox
+            changed = True
+
+        if not finished:
+            ready_to_run = await self._prepare_volumes(waiting)
+            if ready_to_run:
+                changed |= await self._drive(pod, spec, policy, records, sandbox, waiting)
+        if changed:
+            records = await rt.containers(self.uid)
+        await self._prune(records)
+        ready, started = self._probe_views(records)
+        obs = podstatus.Observed(records, self.agent.node_ip, now_rfc3339(), ready=ready, started=started,
+                                 waiting=waiting, runtime_prefix=rt.name)
+        new_status = podstatus.pod_status(pod, obs)
+        if new_status["phase"] in ("Succeeded", "Failed"):
+            live = [r for r in records if r.running and r.role != INFRA]
+            if not live:
+                for r in records:
+                    if r.role == INFRA and r.running:
+                        await rt.stop(r.id, 0)
+        await self.report(pod, new_status, causation)
+        return False
+
+    async def _prepare_volumes(self, waiting: dict[str, tuple[str, str]]) -> bool:
+        if self.volumes is not None:
+            return True
+        pod = self.pod
+        volumes = PodVolumes(self.agent.pods_dir, pod)
+        try:
+            await volumes.prepare(Refs(self.agent.client, pod["metadata"].get("namespace", "")),
+                                  self.agent.allocatable)
+        except VolumeError as exc:
+            log.warning("pod %s: %s", self.key, exc)
+            for c in (pod.get("spec") or {}).get("containers") or []:
+                waiting[c["name"]] = ("ContainerCreating", "")
+            self._due = time.time() + 2
+            return False
+        self.volumes = volumes
+        return True
+
+    async def _drive(self, pod: dict[str, Any], spec: dict[str, Any], policy: str, records: list[ContainerRecord],
+                     sandbox: ContainerRecord | None, waiting: dict[str, tuple[str, str]]) -> bool:
+        """Start, restart or kill containers; True when something changed."""
+        changed = False
+        inits = podstatus.latest_by_name(records, INIT)
+        apps = podstatus.latest_by_name(records, APP)
+        for c in spec.get("initContainers") or []:
+            instances = inits.get(c["name"], [])
+            latest = instances[0] if instances else None
+            if latest is not None and latest.exited and latest.exit_code == 0:
+                continue
+            if latest is None:
+                changed |= await self._start(c, INIT, 0, sandbox, waiting)
+            elif not latest.running and policy != "Never":
+                changed |= await self._restart(c, INIT, latest, sandbox, waiting)
+            return changed   # init containers run one at a time, in order
+        for c in spec.get("containers") or []:
+            instances = apps.get(c["name"], [])
+            latest = instances[0] if instances else None
+            if latest is None:
+                changed |= await self._start(c, APP, 0, sandbox, waiting)
+            elif latest.running:
+                changed |= await self._check_running(c, latest)
+            elif should_restart(policy, latest):
+                changed |= await self._restart(c, APP, latest, sandbox, waiting)
+        return changed
+
+    async def _check_running(self, c: dict[str, Any], r: ContainerRecord) -> bool:
+        if r.spec_hash and r.spec_hash != spec_hash(c):
+            log.info("pod %s: container %s definition changed, will be restarted", self.key, c["name"])
+            await self._kill(r, self._grace())
+            return True
+        probers = self._ensure_probers(c, r)
+        for kind in (STARTUP, LIVENESS):
+            p = probers.get(kind)
+            if p is not None and p.result.ok is False:
+                self.kill_messages[c["name"]] = f"Container {c['name']} failed {kind} probe, will be restarted"
+                log.info("pod %s: %s", self.key, self.kill_messages[c["name"]])
+                grace = (p.spec.get("terminationGracePeriodSeconds") if isinstance(p.spec, dict) else None)
+                await self._kill(r, grace if grace is not None else self._grace())
+                return True
+        return False
+
+    async def _restart(self, c: dict[str, Any], role: str, latest: ContainerRecord,
+                       sandbox: ContainerRecord | None, waiting: dict[str, tuple[str, str]]) -> bool:
+        name = c["name"]
+        now = time.time()
+        finished = epoch(latest.finished_at) or now
+        entry = self.backoff.get(name)
+        expired = entry is None or finished - entry[1] > 2 * BACKOFF_MAX
+        if not expired and now - finished < entry[0]:
+            m = self.pod["metadata"]
+            waiting[name] = (podstatus.CRASH_LOOP,
+                             f"back-off {go_duration(entry[0])} restarting failed container={name} "
+                             f"pod={m['name']}_{m.get('namespace', '')}({self.uid})")
+            self._set_due(finished + entry[0])
+            return False
+        delay = BACKOFF_INITIAL if expired else min(entry[0] * 2, BACKOFF_MAX)
+        self.backoff[name] = (delay, now)
+        return await self._start(c, role, latest.restart_count + 1, sandbox, waiting)
+
+    def _set_due(self, when: float) -> None:
+        self._due = when if self._due is None else min(self._due, when)
+
+    async def _start(self, c: dict[str, Any], role: str, restart_count: int, sandbox: ContainerRecord | None,
+                     waiting: dict[str, tuple[str, str]]) -> bool:
+        rt, name, pod = self.agent.runtime, c["name"], self.pod
+        now = time.time()
+        pull = self.pull_backoff.get(name)
+        if pull is not None and now < pull[1]:
+            waiting[name] = ("ImagePullBackOff", f'Back-off pulling image "{c.get("image", "")}"')
+            self._set_due(pull[1])
+            return False
+        try:
+            await rt.ensure_image(c.get("image", ""), c.get("imagePullPolicy") or "IfNotPresent")
+        except ImagePullError as exc:
+            delay = BACKOFF_INITIAL if pull is None else min(pull[0] * 2, BACKOFF_MAX)
+            self.pull_backoff[name] = (delay, now + delay)
+            waiting[name] = (exc.reason, str(exc))
+            self._set_due(now + delay)
+            return False
+        self.pull_backoff.pop(name, None)
+        try:
+            env = self.env_cache.get(name)
+            if env is None:
+                refs = Refs(self.agent.client, pod["metadata"].get("namespace", ""))
+                env = await resolve_env(self._pod_with_status(sandbox), c, refs, self.agent.allocatable)
+                self.env_cache[name] = env
+            assert self.volumes is not None
+            config = build_config(pod, c, role=role, restart_count=restart_count, node=self.agent.node_name, env=env,
+                                  volume_paths=self.volumes.paths, memory_volumes=self.volumes.memory)
+            cid = await rt.run_container(config, sandbox)
+        except (ConfigError, ContainerStartError) as exc:
+            waiting[name] = (exc.reason, str(exc))
+            self._set_due(now + 2)
+            return True
+        hook = ((c.get("lifecycle") or {}).get("postStart") or {}).get("exec")
+        if hook:
+            try:
+                code, out = await rt.exec(cid, list(hook.get("command") or []), self._grace())
+            except (TimeoutError, Exception) as exc:  # noqa: B014 — any failure of the hook is its failure
+                code, out = -1, str(exc).encode()
+            if code != 0:
+                log.info("pod %s: PostStartHook of %s failed (%s): %s", self.key, name, code,
+                         out.decode(errors="replace")[:200])
+                await rt.stop(cid, MIN_GRACE)
+        return True
+
+    def _pod_with_status(self, sandbox: ContainerRecord | None) -> dict[str, Any]:
+        """The pod as the downward API sees it when a container starts: with its IPs."""
+        pod = dict(self.pod)
+        status = dict(pod.get("status") or {})
+        status["hostIP"] = self.agent.node_ip
+        status["hostIPs"] = [{"ip": self.agent.node_ip}]
+        ip = self.agent.node_ip if (pod.get("spec") or {}).get("hostNetwork") else (sandbox.ip if sandbox else "")
+        if ip:
+            status["podIP"] = ip
+            status["podIPs"] = [{"ip": ip}]
+        pod["status"] = status
+        return pod
+
+    def _grace(self) -> int:
+        m, spec = self.pod["metadata"], self.pod.get("spec") or {}
+        g = m.get("deletionGracePeriodSeconds")
+        if g is None:
+            g = spec.get("terminationGracePeriodSeconds", 30)
+        return int(g)
+
+    async def _kill(self, r: ContainerRecord, grace: float) -> None:
+        """preStop hook, then SIGTERM, the grace period, SIGKILL — all within `grace` seconds."""
+        rt = self.agent.runtime
+        self._stop_probers(r.id)
+        deadline = time.monotonic() + grace
+        spec = next((c for c in (self.pod.get("spec") or {}).get("containers") or [] if c["name"] == r.name), {})
+        hook = ((spec.get("lifecycle") or {}).get("preStop") or {}).get("exec") if r.role == APP else None
+        if hook and grace > 0:
+            try:
+                await rt.exec(r.id, list(hook.get("command") or []), max(1.0, grace))
+            except Exception as exc:  # a failing preStop hook does not stop the termination
+                log.info("pod %s: PreStopHook of %s failed: %s", self.key, r.name, exc)
+        left = max(0.0, deadline - time.monotonic())
+        if r.role != INFRA and grace > 0:
+            left = max(left, min(MIN_GRACE, grace))
+        await rt.stop(r.id, left)
+
+    async def terminate(self, records: list[ContainerRecord]) -> None:
+        rt = self.agent.runtime
+        grace = self._grace()
+        if self.gone and not self.pod["metadata"].get("deletionTimestamp"):
+            grace = int((self.pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        await asyncio.gather(*(self._kill(r, grace) for r in records if r.running and r.role != INFRA))
+        for r in records:
+            if r.role == INFRA and r.running:
+                await rt.stop(r.id, 0)
+        for r in records:
+            await rt.remove(r.id)
+        for probers in self.probers.values():
+            for p in probers.values():
+                p.stop()
+        self.probers.clear()
+        (self.volumes or PodVolumes(self.agent.pods_dir, self.pod)).cleanup()
+
+    async def _prune(self, records: list[ContainerRecord]) -> None:
+        """Keep a container's newest two instances (for lastState and logs --previous); drop the rest,
+        and the probers of instances that no longer run."""
+        rt = self.agent.runtime
+        running = {r.id for r in records if r.running}
+        for cid in [cid for cid in self.probers if cid not in running]:
+            self._stop_probers(cid)
+        by_key: dict[tuple[str, str], list[ContainerRecord]] = {}
+        for r in records:
+            by_key.setdefault((r.role, r.name), []).append(r)
+        for instances in by_key.values():
+            instances.sort(key=lambda r: r.restart_count, reverse=True)
+            for old in instances[KEEP_INSTANCES:]:
+                if not old.running:
+                    await rt.remove(old.id)
+
+    # --- probes ----------------------------------------------------------------------------------
+
+    def _ensure_probers(self, c: dict[str, Any], r: ContainerRecord) -> dict[str, Prober]:
+        probers = self.probers.setdefault(r.id, {})
+        startup = probers.get(STARTUP)
+        if STARTUP not in probers and c.get("startupProbe"):
+            probers[STARTUP] = startup = self._prober(STARTUP, c["startupProbe"], c, r)
+        if startup is not None and startup.result.ok is not True:
+            return probers   # liveness and readiness wait for the startup probe
+        for kind, field in ((LIVENESS, "livenessProbe"), (READINESS, "readinessProbe")):
+            if kind not in probers and c.get(field):
+                probers[kind] = self._prober(kind, c[field], c, r)
+        return probers
+
+    def _prober(self, kind: str, spec: dict[str, Any], c: dict[str, Any], r: ContainerRecord) -> Prober:
+        rt = self.agent.runtime
+
+        def pod_ip() -> str:
+            if (self.pod.get("spec") or {}).get("hostNetwork") or self._sandbox is None:
+                return self.agent.node_ip
+            return self._sandbox.ip or self.agent.node_ip
+
+        async def exec_fn(cmd: list[str], timeout: float) -> tuple[int, bytes]:
+            return await rt.exec(r.id, cmd, timeout)
+
+        p = Prober(kind, spec, container=c, pod_ip=pod_ip, exec_fn=exec_fn, on_change=self.wake)
+        p.start()
+        return p
+
+    def _stop_probers(self, cid: str) -> None:
+        for p in self.probers.pop(cid, {}).values():
+            p.stop()
+
+    def _probe_views(self, records: list[ContainerRecord]) -> tuple[dict[str, bool], dict[str, bool]]:
+        ready: dict[str, bool] = {}
+        started: dict[str, bool] = {}
+        specs = {c["name"]: c for c in (self.pod.get("spec") or {}).get("containers") or []}
+        for r in records:
+            if r.role != APP or not r.running or r.name not in specs:
+                continue
+            c = specs[r.name]
+            probers = self._ensure_probers(c, r)
+            if c.get("startupProbe"):
+                started[r.name] = probers[STARTUP].result.ok is True
+            if c.get("readinessProbe"):
+                p = probers.get(READINESS)
+                ready[r.name] = p is not None and p.result.ok is True
+        return ready, started
+
+    # --- reporting -------------------------------------------------------------------------------
+
+    async def report(self, pod: dict[str, Any], new: dict[str, Any], causation: int | None) -> None:
+        current = pod.get("status") or {}
+        if new == current:
+            return
+        rv = int(pod["metadata"].get("resourceVersion") or 0)
+        if rv < self.written_rv and new == self.last_written:
+            return   # the informer has not caught up with our own last write yet
+        patch = {"status": {**new, **{k: None for k in current if k not in new}}}
+        m = pod["metadata"]
+        out = await self.agent.client.patch("pods", m["name"], patch, namespace=m.get("namespace"), type="merge",
+                                            subresource="status", causation=causation)
+        self.last_written = new
+        self.written_rv = int((out.get("metadata") or {}).get("resourceVersion") or 0)

@@ -23,6 +23,7 @@ from . import epctl_apply, epctl_delete, epctl_get
 from . import epctl_audit
 from . import epctl_history
 from . import epctl_export, epctl_import, epctl_replay, epctl_verify
+from . import epctl_explain
 from .epctl_manifests import ManifestError
 from .epctl_output import UsageError, error_text
 from .running import run
@@ -44,6 +45,7 @@ COMMANDS: dict[str, ModuleType] = {
     "export": epctl_export,
     "import": epctl_import,
     "replay": epctl_replay,
+    "explain-schedule": epctl_explain,
 }
 
 

@@ -23,8 +23,15 @@ class EventText(NamedTuple):
 
 def failure_message(decision: Decision) -> str:
     """kube-scheduler's FitError message for a decision that found no node."""
-    histogram = sorted(f"{count} {reason}" for reason, count in decision.reason_counts().items())
-    message = NO_NODE_AVAILABLE.format(decision.num_nodes) + ":"
+    return fit_error(decision.num_nodes, decision.reason_counts())
+
+
+def fit_error(num_nodes: int, reason_counts: dict[str, int]) -> str:
+    """FitError.Error(): "0/N nodes are available: " and the sorted "COUNT REASON" histogram."""
+    if num_nodes == 0:
+        return "no nodes available to schedule pods"
+    histogram = sorted(f"{count} {reason}" for reason, count in reason_counts.items())
+    message = NO_NODE_AVAILABLE.format(num_nodes) + ":"
     if histogram:
         message += f" {', '.join(histogram)}."
     return message

@@ -13,6 +13,7 @@ and record plans without side effects. Every changed NodeInfo gets a fresh
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterable, Mapping
@@ -38,6 +39,7 @@ HOSTNAME_LABEL = "kubernetes.io/hostname"
 _generations = itertools.count(1)
 
 
+@functools.lru_cache(maxsize=8192)  # the same few quantities ("100m", "128Mi") recur in every pod
 def to_int(name: str, text: Any) -> int:
     """A quantity as the scheduler counts it: millicores for cpu, units (rounded up) otherwise."""
     value = quantity.value_of(str(text)) if not isinstance(text, (int, float)) else Fraction(text)
@@ -240,19 +242,28 @@ class Snapshot:
         i = self._index.get(name)  # type: ignore[attr-defined]
         return None if i is None else self.nodes[i]
 
-    def _replace_node(self, i: int, info: NodeInfo) -> Snapshot:
+    def _replace_node(self, i: int, info: NodeInfo, *, same_node: bool = False) -> Snapshot:
+        """The snapshot with node i replaced; the name index is shared (names and order are unchanged),
+        and so is the image spread when only the node's pods changed."""
         nodes = self.nodes[:i] + (info,) + self.nodes[i + 1:]
-        return Snapshot(nodes, self.namespaces, next(_generations))
+        out = object.__new__(Snapshot)
+        object.__setattr__(out, "nodes", nodes)
+        object.__setattr__(out, "namespaces", self.namespaces)
+        object.__setattr__(out, "generation", next(_generations))
+        object.__setattr__(out, "_index", self._index)  # type: ignore[attr-defined]
+        if same_node and "image_spread" in self.__dict__:
+            out.__dict__["image_spread"] = self.__dict__["image_spread"]
+        return out
 
     def with_pod(self, pod: Obj, node_name: str) -> Snapshot:
         """The snapshot after binding `pod` to `node_name` (the pod's spec.nodeName is set in the copy)."""
         i = self._index[node_name]  # type: ignore[attr-defined]
         bound = {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node_name}}
-        return self._replace_node(i, self.nodes[i].with_pod(bound))
+        return self._replace_node(i, self.nodes[i].with_pod(bound), same_node=True)
 
     def without_pod(self, key: str, node_name: str) -> Snapshot:
         i = self._index[node_name]  # type: ignore[attr-defined]
-        return self._replace_node(i, self.nodes[i].without_pod(key))
+        return self._replace_node(i, self.nodes[i].without_pod(key), same_node=True)
 
     def with_node(self, node: Obj) -> Snapshot:
         """Add `node`, or replace the node of that name keeping its pods."""

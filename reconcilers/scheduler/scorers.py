@@ -205,23 +205,36 @@ class SelectorSpread(Scorer):
 
     def normalize(self, raw, snapshot):
         """Normalize node counts and mix in zone counts (over the feasible nodes)."""
-        zones: dict[str, int] = {}
         zone_of: dict[str, str] = {}
-        for name, count in raw.items():
+        for name in raw:
             info = snapshot.get(name)
             zone = info.labels.get(ZONE_LABEL) if info else None
             if zone is not None:
                 zone_of[name] = zone
+        return self.normalize_zoned(raw, zone_of)
+
+    @staticmethod
+    def normalize_zoned(raw: Mapping[str, int], zone_of: Mapping[str, str]) -> dict[str, int]:
+        """`normalize` with each node's zone given (the batch placer keeps that map across pods)."""
+        zones: dict[str, int] = {}
+        for name, count in raw.items():
+            zone = zone_of.get(name)
+            if zone is not None:
                 zones[zone] = zones.get(zone, 0) + count
         max_node = max(raw.values(), default=0)
         max_zone = max(zones.values(), default=0)
         out = {}
+        memo: dict[tuple[int, str | None], int] = {}   # few distinct (count, zone) pairs: score each once
         for name, count in raw.items():
-            s = MAX_SCORE * (max_node - count) / max_node if max_node > 0 else MAX_SCORE
-            if zone_of.get(name) is not None:
-                zs = MAX_SCORE * (max_zone - zones[zone_of[name]]) / max_zone if max_zone > 0 else MAX_SCORE
-                s = s / 3 + zs * 2 / 3
-            out[name] = int(s)
+            zone = zone_of.get(name)
+            value = memo.get((count, zone))
+            if value is None:
+                s = MAX_SCORE * (max_node - count) / max_node if max_node > 0 else MAX_SCORE
+                if zone is not None:
+                    zs = MAX_SCORE * (max_zone - zones[zone]) / max_zone if max_zone > 0 else MAX_SCORE
+                    s = s / 3 + zs * 2 / 3
+                value = memo[(count, zone)] = int(s)
+            out[name] = value
         return out
 
 

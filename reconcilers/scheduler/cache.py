@@ -1,0 +1,181 @@
+"""The scheduler's cache: nodes and the pods on them, as a Snapshot kept current event by event.
+
+Fed by the loop's informer handlers (nodes; pods that are bound), by the loop
+itself (`assume` when it decides, `forget` when a binding fails) and by
+preemption (`nominate`); consumed by the loop, which hands `snapshot` to the
+pipeline. Like kube-scheduler's cache, a pod the scheduler has placed counts on
+its node from the moment of the decision ("assumed"), before the binding's
+watch event arrives, so the next decision already sees it; the informer's
+event then confirms it (or a failed binding forgets it).
+
+A pod nominated to a node by preemption reserves its room there for every
+other pod; its own attempts see the node without that reservation
+(`snapshot_for`).
+
+Invariant: `snapshot` holds exactly the nodes in `nodes` and, on each, the
+pods of `by_node[name]` (bound, assumed and nominated pods, none terminal).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .resources import Obj, Snapshot, pod_key
+
+_RELEVANT_NODE = ("labels", "taints", "unschedulable", "allocatable", "capacity", "images")
+
+
+def _terminal(pod: Obj) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _scheduling_view(pod: Obj) -> Any:
+    """What of a bound pod the filters and scorers read: spec, labels, namespace, deletion."""
+    meta = pod.get("metadata") or {}
+    return (pod.get("spec"), meta.get("labels"), meta.get("ownerReferences"), bool(meta.get("deletionTimestamp")))
+
+
+class NodeCache:
+    def __init__(self) -> None:
+        self.nodes: dict[str, Obj] = {}
+        self.by_node: dict[str, dict[str, Obj]] = {}      # node -> key -> pod (bound, assumed, nominated)
+        self.where: dict[str, str] = {}                    # key -> node, for every pod in by_node
+        self.assumed: dict[str, str] = {}                  # key -> node, decided but not yet seen bound
+        self.nominated: dict[str, str] = {}                # key -> node, reserved by preemption
+        self.snapshot = Snapshot.build([])
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    # --- nodes ---
+
+    def add_node(self, node: Obj) -> None:
+        name = node["metadata"]["name"]
+        if name in self.nodes:
+            self.update_node(node)
+            return
+        self.nodes[name] = node
+        self._rebuild()
+
+    def update_node(self, node: Obj) -> set[str]:
+        """Replace a node; returns what changed among labels, taints, unschedulable, allocatable, images."""
+        name = node["metadata"]["name"]
+        old = self.nodes.get(name)
+        if old is None:
+            self.add_node(node)
+            return {"added"}
+        changed = node_changes(old, node)
+        self.nodes[name] = node
+        if changed:
+            self.snapshot = self.snapshot.with_node(node)
+        return changed
+
+    def delete_node(self, name: str) -> None:
+        if self.nodes.pop(name, None) is not None:
+            self._rebuild()
+
+    # --- pods ---
+
+    def is_assumed(self, key: str) -> bool:
+        return key in self.assumed
+
+    def pod_bound(self, pod: Obj) -> bool:
+        """The informer shows `pod` bound (or changed while bound). Returns True when the snapshot changed."""
+        key = pod_key(pod)
+        node = (pod.get("spec") or {}).get("nodeName")
+        if _terminal(pod):
+            return self.remove(key)
+        self.nominated.pop(key, None)
+        self.assumed.pop(key, None)
+        current = self.where.get(key)
+        if current == node:
+            old = self.by_node[node][key]
+            if _scheduling_view(old) == _scheduling_view(pod):
+                self.by_node[node][key] = pod   # nothing the scheduler reads changed: keep the snapshot
+                return False
+        if current is not None:
+            self._take(key)
+        self._put(key, node, pod)
+        return True
+
+    def assume(self, pod: Obj, node: str) -> None:
+        key = pod_key(pod)
+        if key in self.where:
+            self._take(key)
+        self.nominated.pop(key, None)
+        self.assumed[key] = node
+        self._put(key, node, {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}})
+
+    def forget(self, key: str) -> None:
+        """A binding failed: the assumed pod leaves its node."""
+        if self.assumed.pop(key, None) is not None:
+            self._take(key)
+
+    def nominate(self, pod: Obj, node: str) -> None:
+        key = pod_key(pod)
+        if key in self.assumed or (key in self.where and key not in self.nominated):
+            return
+        if key in self.where:
+            self._take(key)
+        self.nominated[key] = node
+        self._put(key, node, {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}})
+
+    def remove(self, key: str) -> bool:
+        """A pod was deleted or finished: its room is free."""
+        self.assumed.pop(key, None)
+        self.nominated.pop(key, None)
+        if key in self.where:
+            self._take(key)
+            return True
+        return False
+
+    def snapshot_for(self, keys: list[str]) -> Snapshot:
+        """The snapshot for deciding these pods: without their own nomination reservations."""
+        snap = self.snapshot
+        for key in keys:
+            node = self.nominated.get(key)
+            if node is not None and node in self.nodes:
+                snap = snap.without_pod(key, node)
+        return snap
+
+    def pods_on(self, node: str) -> list[Obj]:
+        return list(self.by_node.get(node, {}).values())
+
+    # --- internals ---
+
+    def _put(self, key: str, node: str, pod: Obj) -> None:
+        self.where[key] = node
+        self.by_node.setdefault(node, {})[key] = pod
+        if node in self.nodes:
+            self.snapshot = self.snapshot.with_pod(pod, node)
+
+    def _take(self, key: str) -> None:
+        node = self.where.pop(key)
+        pods = self.by_node.get(node, {})
+        pods.pop(key, None)
+        if not pods:
+            self.by_node.pop(node, None)
+        if node in self.nodes:
+            self.snapshot = self.snapshot.without_pod(key, node)
+
+    def _rebuild(self) -> None:
+        pods = [p for name in self.nodes for p in self.by_node.get(name, {}).values()]
+        self.snapshot = Snapshot.build(self.nodes.values(), pods, namespaces=self.snapshot.namespaces)
+
+
+def node_changes(old: Obj, new: Obj) -> set[str]:
+    """Which scheduling-relevant parts of a node differ (heartbeats and conditions do not count)."""
+    out = set()
+    om, nm = old.get("metadata") or {}, new.get("metadata") or {}
+    os_, ns = old.get("spec") or {}, new.get("spec") or {}
+    ost, nst = old.get("status") or {}, new.get("status") or {}
+    if om.get("labels") != nm.get("labels"):
+        out.add("labels")
+    if os_.get("taints") != ns.get("taints"):
+        out.add("taints")
+    if bool(os_.get("unschedulable")) != bool(ns.get("unschedulable")):
+        out.add("unschedulable")
+    if ost.get("allocatable") != nst.get("allocatable") or ost.get("capacity") != nst.get("capacity"):
+        out.add("allocatable")
+    if ost.get("images") != nst.get("images"):
+        out.add("images")
+    return out

@@ -39,6 +39,8 @@ CONTROLLERS: dict[str, str] = {
     "deployment": "reconcilers.controllers.deployment:build",
     "namespace": "reconcilers.controllers.namespace:build",
     "serviceaccount": "reconcilers.controllers.serviceaccount:build",
+    "endpoints": "reconcilers.controllers.endpoints:build",
+    "endpointslice": "reconcilers.controllers.endpointslice:build",
     "job": "reconcilers.controllers.job:build",
     "node-lifecycle": "reconcilers.controllers.nodelifecycle:build",
     "cronjob": "reconcilers.controllers.cronjob:build",

@@ -1,0 +1,276 @@
+"""The EndpointSlice controller: discovery.k8s.io/v1 EndpointSlices for Services with a selector.
+
+Fed by the services informer, the pods informer (a pod's change wakes the
+Services whose selector matches it, before or after) and an informer of the
+slices this controller manages (label endpointslice.kubernetes.io/managed-by).
+Consumed by the API: creates, updates and deletes of the Service's slices.
+
+`plan(service, pods, existing)` is the pure decision. Every pod that should
+be an endpoint (an IP, not terminal; terminating pods included, with
+terminating: true) becomes one endpoint with conditions ready / serving /
+terminating (ready only when Ready and not terminating, or always with
+publishNotReadyAddresses), its nodeName, targetRef and hostname. Endpoints
+are grouped by the ports they serve (a named targetPort can resolve to
+different numbers in different pods); each group fills slices of at most 100
+endpoints. Endpoints stay in the slice that holds them where they can, new
+ones fill the free room of existing slices before a new slice is made, and
+slices left empty are deleted — so a change of one pod rewrites one slice.
+A Service with no endpoints keeps one empty placeholder slice, as Kubernetes
+does. Slices carry the labels kubernetes.io/service-name and
+endpointslice.kubernetes.io/managed-by and are owned by their Service (the
+garbage collector removes them with it). Services without a selector are not
+touched.
+
+Not done: per-zone hints and the node's zone on endpoints (no node informer
+here), dual-stack Services get slices of their first family only.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventplane.objects import errors
+from reconcilers.runner import Controller, Request, Requeue
+
+from ._informed import InformedController
+from .endpoints import (Causes, find_port, hostname_for, pod_ip, pod_ready, selected_pods, service_labels,
+                        service_selector, should_be_in_endpoints, target_ref, watch_pods)
+from .registry import ControllerContext
+
+log = logging.getLogger("eventplane.reconcilers.endpointslice")
+
+Obj = dict[str, Any]
+MAX_ENDPOINTS = 100
+SERVICE_NAME = "kubernetes.io/service-name"
+MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+CONTROLLER_NAME = "endpointslice-controller.k8s.io"
+
+__all__ = ["Plan", "build", "desired_endpoints", "plan"]
+
+
+def _meta(obj: Obj) -> dict[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def address_type(service: Obj) -> str:
+    families = (service.get("spec") or {}).get("ipFamilies") or ["IPv4"]
+    return "IPv6" if families[0] == "IPv6" else "IPv4"
+
+
+def slice_port(service_port: Obj, number: int) -> Obj:
+    out: Obj = {"name": service_port.get("name") or "", "port": number,
+                "protocol": service_port.get("protocol") or "TCP"}
+    if service_port.get("appProtocol"):
+        out["appProtocol"] = service_port["appProtocol"]
+    return out
+
+
+PortsKey = tuple[tuple[str, int, str, str], ...]
+
+
+def ports_key(ports: list[Obj]) -> PortsKey:
+    return tuple(sorted((p.get("name") or "", p.get("port") or 0, p.get("protocol") or "TCP",
+                         p.get("appProtocol") or "") for p in ports or []))
+
+
+def desired_endpoints(service: Obj, pods: list[Obj]) -> dict[PortsKey, dict[str, tuple[Obj, list[Obj]]]]:
+    """Endpoints by the ports they serve: ports key → endpoint id (pod uid) → (endpoint, ports)."""
+    spec = service.get("spec") or {}
+    publish = bool(spec.get("publishNotReadyAddresses"))
+    family = address_type(service)
+    out: dict[PortsKey, dict[str, tuple[Obj, list[Obj]]]] = {}
+    for pod in sorted(selected_pods(service, pods), key=lambda p: _meta(p).get("name", "")):
+        if not should_be_in_endpoints(pod, include_terminating=True):
+            continue
+        ip = pod_ip(pod, family)
+        if (":" in ip) != (family == "IPv6"):
+            continue
+        ports = []
+        for sp in spec.get("ports") or []:
+            number = find_port(pod, sp)
+            if number is not None:
+                ports.append(slice_port(sp, number))
+        terminating = bool(_meta(pod).get("deletionTimestamp"))
+        serving = pod_ready(pod)
+        endpoint: Obj = {"addresses": [ip],
+                         "conditions": {"ready": publish or (serving and not terminating), "serving": serving,
+                                        "terminating": terminating}}
+        hostname = hostname_for(service, pod)
+        if hostname:
+            endpoint["hostname"] = hostname
+        if (pod.get("spec") or {}).get("nodeName"):
+            endpoint["nodeName"] = pod["spec"]["nodeName"]
+        endpoint["targetRef"] = target_ref(pod)
+        key = ports_key(ports)
+        out.setdefault(key, {})[_meta(pod).get("uid") or ip] = (endpoint, sorted(ports, key=lambda p: p["name"]))
+    return out
+
+
+def _endpoint_id(endpoint: Obj) -> str:
+    return (endpoint.get("targetRef") or {}).get("uid") or (endpoint.get("addresses") or [""])[0]
+
+
+@dataclass
+class Plan:
+    create: list[Obj] = field(default_factory=list)
+    update: list[Obj] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)   # slice names
+
+    @property
+    def empty(self) -> bool:
+        return not (self.create or self.update or self.delete)
+
+
+def _new_slice(service: Obj, ports: list[Obj], endpoints: list[Obj]) -> Obj:
+    m = _meta(service)
+    labels = {**service_labels(service), SERVICE_NAME: m["name"], MANAGED_BY: CONTROLLER_NAME}
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"generateName": f"{m['name'][:57]}-", "namespace": m.get("namespace"), "labels": labels,
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": m["name"],
+                                              "uid": m.get("uid", ""), "controller": True,
+                                              "blockOwnerDeletion": True}]},
+            "addressType": address_type(service), "endpoints": endpoints, "ports": ports}
+
+
+def plan(service: Obj, pods: list[Obj], existing: list[Obj]) -> Plan:
+    """The writes that make a Service's slices match its pods, changing as few slices as it can."""
+    result = Plan()
+    if service_selector(service) is None:
+        return result
+    labels = {**service_labels(service), SERVICE_NAME: _meta(service)["name"], MANAGED_BY: CONTROLLER_NAME}
+    family = address_type(service)
+    desired = desired_endpoints(service, pods)
+    existing = sorted(existing, key=lambda s: _meta(s).get("name", ""))
+    if not any(desired.values()):
+        # The placeholder: one slice without endpoints or ports.
+        keep, rest = (existing[0], existing[1:]) if existing else (None, [])
+        result.delete = [_meta(s)["name"] for s in rest]
+        if keep is None:
+            result.create.append(_new_slice(service, [], []))
+        elif keep.get("endpoints") or keep.get("ports") or keep.get("addressType") != family or \
+                (_meta(keep).get("labels") or {}) != labels:
+            result.update.append({**keep, "metadata": {**_meta(keep), "labels": labels}, "endpoints": [],
+                                  "ports": [], "addressType": family})
+        return result
+    by_ports: dict[PortsKey, list[Obj]] = {}
+    for s in existing:
+        if s.get("addressType") != family:
+            result.delete.append(_meta(s)["name"])  # address type is immutable
+            continue
+        by_ports.setdefault(ports_key(s.get("ports") or []), []).append(s)
+    for key in list(by_ports):
+        if key not in desired:
+            result.delete += [_meta(s)["name"] for s in by_ports.pop(key)]
+    for key, wanted in desired.items():
+        ports = next(iter(wanted.values()))[1]
+        placed: set[str] = set()
+        slices: list[tuple[Obj, list[Obj], bool]] = []   # (slice, its endpoints now, changed)
+        for s in by_ports.get(key, []):
+            kept = []
+            for ep in s.get("endpoints") or []:
+                eid = _endpoint_id(ep)
+                if eid in wanted and eid not in placed:
+                    kept.append(wanted[eid][0])
+                    placed.add(eid)
+            changed = kept != (s.get("endpoints") or []) or (_meta(s).get("labels") or {}) != labels
+            slices.append((s, kept, changed))
+        fresh = [wanted[eid][0] for eid in wanted if eid not in placed]
+        # New endpoints go first to slices that change anyway, then to any with room, then to new slices.
+        for want_changed in (True, False):
+            for i, (s, eps, changed) in enumerate(slices):
+                if changed == want_changed and fresh and len(eps) < MAX_ENDPOINTS:
+                    room = MAX_ENDPOINTS - len(eps)
+                    slices[i] = (s, eps + fresh[:room], True)
+                    fresh = fresh[room:]
+        for s, eps, changed in slices:
+            if not eps:
+                result.delete.append(_meta(s)["name"])
+            elif changed:
+                result.update.append({**s, "metadata": {**_meta(s), "labels": labels}, "endpoints": eps,
+                                      "ports": ports})
+        for i in range(0, len(fresh), MAX_ENDPOINTS):
+            result.create.append(_new_slice(service, ports, fresh[i:i + MAX_ENDPOINTS]))
+    return result
+
+
+def _by_service(s: Obj) -> list[str]:
+    m = _meta(s)
+    name = (m.get("labels") or {}).get(SERVICE_NAME)
+    return [f"{m.get('namespace')}/{name}"] if name and (m.get("labels") or {}).get(MANAGED_BY) == CONTROLLER_NAME \
+        else []
+
+
+class SliceWrites:
+    """What this controller wrote, so a reconcile can tell whether the slices cache has caught up
+    (client-go's endpointSliceTracker): acting on a cache without our last write would duplicate it."""
+
+    def __init__(self) -> None:
+        self._written: dict[str, dict[str, int]] = {}   # service key → slice name → resourceVersion (0: deleted)
+
+    def note(self, key: str, name: str, rv: int) -> None:
+        self._written.setdefault(key, {})[name] = rv
+
+    def stale(self, key: str, cached: list[Obj]) -> bool:
+        written = self._written.get(key)
+        if not written:
+            return False
+        have = {_meta(s)["name"]: int(_meta(s).get("resourceVersion") or 0) for s in cached}
+        for name, rv in list(written.items()):
+            if (rv == 0 and name in have) or (rv > 0 and have.get(name, 0) < rv):
+                return True
+        self._written.pop(key, None)
+        return False
+
+
+def build(ctx: ControllerContext) -> list[Controller]:
+    services = ctx.informers.informer("services")
+    pods = ctx.informers.informer("pods")
+    slices = ctx.informers.informer("endpointslices", label_selector=f"{MANAGED_BY}={CONTROLLER_NAME}")
+    slices.add_indexer("service", _by_service)
+    written = SliceWrites()
+    causes = Causes()
+
+    async def reconcile(req: Request) -> None:
+        service = services.store.get(req.key)
+        existing = slices.store.by_index("service", req.key)
+        if written.stale(req.key, existing):
+            raise Requeue()
+        if service is None or service_selector(service) is None:
+            if service is None:
+                for s in existing:  # the garbage collector would too (they are owned), but need not run
+                    await _delete(s)
+            return
+        todo = plan(service, pods.store.by_index("namespace", req.namespace), existing)
+        causation = causes.of(req)
+        try:
+            for name in todo.delete:
+                await ctx.client.delete("endpointslices.discovery.k8s.io", name, namespace=req.namespace,
+                                        causation=causation)
+                written.note(req.key, name, 0)
+            for obj in todo.update:
+                out = await ctx.client.update(obj, causation=causation)
+                written.note(req.key, _meta(out)["name"], int(_meta(out)["resourceVersion"]))
+            for obj in todo.create:
+                out = await ctx.client.create(obj, causation=causation)
+                written.note(req.key, _meta(out)["name"], int(_meta(out)["resourceVersion"]))
+        except errors.ConflictError:
+            raise Requeue() from None
+        except errors.NotFoundError:
+            raise Requeue() from None
+
+    async def _delete(s: Obj) -> None:
+        try:
+            await ctx.client.delete("endpointslices.discovery.k8s.io", _meta(s)["name"],
+                                    namespace=_meta(s).get("namespace"))
+        except errors.NotFoundError:
+            pass
+
+    controller = InformedController("endpointslice", services, reconcile, reads=[pods, slices], workers=2)
+    watch_pods(controller, services, pods, causes)
+
+    def slice_changed(s: Obj) -> None:
+        for key in _by_service(s):
+            controller.queue.add(key)
+    slices.add_handler(on_delete=slice_changed)
+    return [controller]

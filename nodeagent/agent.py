@@ -277,7 +277,7 @@ async def choose_runtime(name: str | None, node_name: str, *, allow_privileged: 
                     "NOT isolated", api.socket)
     from .runtime.process import ProcessRuntime
 
-    return ProcessRuntime(node_name, Path(data_dir) / node_name / "processes")
+    return ProcessRuntime(node_name, Path(data_dir) / node_name / "processes", allow_privileged=allow_privileged)
 
 
 async def run_nodeagent(client: Client, nats_url: str | None, *, node_name: str, zone: str | None = None,

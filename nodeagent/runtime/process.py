@@ -1,0 +1,251 @@
+"""The process runtime, for machines without Docker: each container's command runs as a
+host process. NOT ISOLATED — no namespaces, no cgroups, no image (it is ignored).
+
+Fed by the pod worker exactly as the Docker runtime is. Each container instance
+is a directory under the runtime's state directory holding `meta.json` (its
+labels, the supervisor's pid and start time), `spec.json` (env, working
+directory, rlimits), `log` (stdout and stderr) and, once it ended, `exit`.
+A supervisor process (supervise.py) per container writes the exit code, so a
+restarted agent finds every container again — running or exited — from these
+directories alone, as it finds Docker containers by their labels.
+
+What it cannot do, plainly: volumes are prepared but not mounted (a process
+sees the host's file system; mountPath means nothing without a mount
+namespace), the pod's IP is the node's, ports are the host's, memory limits
+are an address-space rlimit (an allocation fails instead of an OOM kill),
+CPU limits and requests are ignored, and readOnlyRootFilesystem, capabilities
+and privileged have no effect (privileged is still refused unless allowed).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from . import (APP, CONTAINER_NAME, INFRA, MANAGED, NODE, POD_NAME, POD_NAMESPACE, POD_UID, RESTART_COUNT, ROLE,
+               SPEC_HASH, ContainerConfig, ContainerRecord, ContainerStartError)
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Run as a script, not `-m`: importing the nodeagent package would cost every start half a second.
+SUPERVISOR = str(Path(__file__).with_name("supervise.py"))
+POLL = 1.0   # seconds between looks at processes this agent did not start (adopted ones)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class ProcessRuntime:
+    name = "process"
+
+    def __init__(self, node: str, state_dir: Path, *, host_ip: str | None = None,
+                 allow_privileged: bool = False) -> None:
+        from ..node import node_ip
+
+        self.node = node
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.host_ip = host_ip or node_ip()
+        self.allow_privileged = allow_privileged
+        self._changes: asyncio.Queue[str] = asyncio.Queue()
+        self._children: dict[str, asyncio.subprocess.Process] = {}
+
+    async def close(self) -> None:
+        self._children.clear()   # the processes keep running: a restarted agent adopts them
+
+    async def version(self) -> str:
+        return "process://0.1"
+
+    # --- observing -------------------------------------------------------------------------------
+
+    def _meta(self, cid: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.dir / cid / "meta.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _record(self, cid: str, meta: dict[str, Any]) -> ContainerRecord:
+        labels = meta.get("labels") or {}
+        d = self.dir / cid
+        exit_file = d / "exit"
+        pid = int(meta.get("pid") or 0)
+        if labels.get(ROLE) == INFRA:
+            state = "exited" if (d / "stopped").exists() else "running"
+            code = 0 if state == "exited" else None
+        elif exit_file.exists():
+            state, code = "exited", int(exit_file.read_text().strip() or 0)
+        elif pid and _alive(pid):
+            state, code = "running", None
+        else:
+            state, code = "exited", 137   # killed with its supervisor (SIGKILL of the group)
+        finished = meta.get("finishedAt") or (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(
+            (exit_file if exit_file.exists() else d / "meta.json").stat().st_mtime)) if state == "exited" else None)
+        return ContainerRecord(
+            id=cid, pod_uid=labels.get(POD_UID, ""), pod_namespace=labels.get(POD_NAMESPACE, ""),
+            pod_name=labels.get(POD_NAME, ""), name=labels.get(CONTAINER_NAME, ""), role=labels.get(ROLE, APP),
+            restart_count=int(labels.get(RESTART_COUNT, "0") or 0), image=meta.get("image", ""), image_id="",
+            state=state, exit_code=code, started_at=meta.get("startedAt"), finished_at=finished,
+            ip=self.host_ip if labels.get(ROLE) == INFRA else "", spec_hash=labels.get(SPEC_HASH, ""), labels=labels)
+
+    async def containers(self, pod_uid: str | None = None) -> list[ContainerRecord]:
+        out = []
+        for d in self.dir.iterdir():
+            meta = self._meta(d.name)
+            if meta is None:
+                continue
+            labels = meta.get("labels") or {}
+            if labels.get(NODE) != self.node or (pod_uid and labels.get(POD_UID) != pod_uid):
+                continue
+            out.append(self._record(d.name, meta))
+        return out
+
+    async def changes(self) -> AsyncIterator[str]:
+        watcher = asyncio.create_task(self._watch_adopted())
+        try:
+            while True:
+                yield await self._changes.get()
+        finally:
+            watcher.cancel()
+
+    async def _watch_adopted(self) -> None:
+        """Processes started by an earlier agent are not our children: look at them now and then."""
+        alive: dict[str, bool] = {}
+        while True:
+            for r in await self.containers():
+                if r.role == INFRA or r.id in self._children:
+                    continue
+                was, now = alive.get(r.id), r.running
+                alive[r.id] = now
+                if was and not now:
+                    self._changes.put_nowait(r.pod_uid)
+            await asyncio.sleep(POLL)
+
+    # --- running ---------------------------------------------------------------------------------
+
+    async def ensure_image(self, image: str, policy: str) -> str:
+        return ""   # images mean nothing here: the command runs on the host
+
+    def _new(self, labels: dict[str, str], image: str) -> tuple[str, Path]:
+        cid = uuid.uuid4().hex
+        d = self.dir / cid
+        d.mkdir(parents=True)
+        return cid, d
+
+    async def run_sandbox(self, pod: dict[str, Any], labels: dict[str, str]) -> ContainerRecord:
+        cid, d = self._new(labels, "")
+        meta = {"labels": {**labels, MANAGED: "true"}, "startedAt": _now(), "pid": 0, "image": ""}
+        (d / "meta.json").write_text(json.dumps(meta))
+        return self._record(cid, meta)
+
+    async def run_container(self, config: ContainerConfig, sandbox: ContainerRecord | None) -> str:
+        if config.privileged and not self.allow_privileged:
+            raise ContainerStartError("CreateContainerConfigError",
+                                      "privileged containers are not allowed on this node")
+        argv = list(config.command or ()) + list(config.args or ())
+        if not argv:
+            raise ContainerStartError("CreateContainerConfigError",
+                                      "the process runtime needs a command: it has no image to take one from")
+        cid, d = self._new(config.labels, config.image)
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": config.labels.get(POD_NAME, ""), **dict(config.env)}
+        cwd = config.working_dir if config.working_dir and os.path.isdir(config.working_dir) else str(d)
+        (d / "spec.json").write_text(json.dumps({"env": env, "cwd": cwd, "memory_limit": config.memory_limit,
+                                                 "run_as_user": config.run_as_user,
+                                                 "run_as_group": config.run_as_group}))
+        meta = {"labels": config.labels, "image": config.image, "startedAt": _now(), "pid": 0}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, SUPERVISOR, str(d), "--", *argv,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            shutil.rmtree(d, ignore_errors=True)
+            raise ContainerStartError("RunContainerError", str(exc)) from None
+        meta["pid"] = proc.pid
+        (d / "meta.json").write_text(json.dumps(meta))
+        self._children[cid] = proc
+        uid = config.labels.get(POD_UID, "")
+
+        async def reap() -> None:
+            await proc.wait()
+            self._children.pop(cid, None)
+            self._changes.put_nowait(uid)
+
+        asyncio.ensure_future(reap())
+        return cid
+
+    async def stop(self, cid: str, grace: float) -> None:
+        meta = self._meta(cid)
+        if meta is None:
+            return
+        d = self.dir / cid
+        if (meta.get("labels") or {}).get(ROLE) == INFRA:
+            (d / "stopped").touch()
+            return
+        pid = int(meta.get("pid") or 0)
+        if not pid or not _alive(pid) or (d / "exit").exists():
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _alive(pid) and not (d / "exit").exists():
+            await asyncio.sleep(0.05)
+        if _alive(pid) and not (d / "exit").exists():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            (d / "exit").write_text("137")
+        # the supervisor may still be writing the exit file: give it a moment
+        for _ in range(20):
+            if (d / "exit").exists():
+                break
+            await asyncio.sleep(0.05)
+
+    async def remove(self, cid: str) -> None:
+        if self._meta(cid) is not None:
+            await self.stop(cid, 0)
+        shutil.rmtree(self.dir / cid, ignore_errors=True)
+
+    async def exec(self, cid: str, cmd: list[str], timeout: float) -> tuple[int, bytes]:
+        d = self.dir / cid
+        try:
+            spec = json.loads((d / "spec.json").read_text())
+        except (OSError, ValueError):
+            spec = {}
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT, env=spec.get("env") or None,
+                                                    cwd=spec.get("cwd") or None)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise
+        return proc.returncode or 0, out
+
+    async def logs(self, cid: str, *, tail: int | None = None) -> bytes:
+        try:
+            data = (self.dir / cid / "log").read_bytes()
+        except OSError:
+            return b""
+        if tail is not None:
+            data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
+        return data

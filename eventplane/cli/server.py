@@ -21,6 +21,7 @@ from eventplane.config import ConfigError
 
 from . import apiserver, auditretention, maintenance, relay, simulate, status, up
 from . import scheduler
+from . import controllers
 from . import nodeagent
 from .running import setup_logging
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=("debug", "info", "warning", "error"),
                         help=f"log level on stderr (default: ${ENV_LOG_LEVEL} or info)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (up, status, relay, apiserver, maintenance, auditretention, simulate, scheduler, nodeagent):
+    for module in (up, status, relay, apiserver, maintenance, auditretention, simulate, scheduler, controllers, nodeagent):
         module.register(commands)
     return parser
 

@@ -1,0 +1,91 @@
+"""Batch placement per equivalence class: the same choices as one-by-one decisions, at a fraction of the work."""
+import pytest
+
+from reconcilers.scheduler import BIN_PACKING_PROFILE, Cache, Options, Snapshot, plan
+from reconcilers.scheduler.batch import batchable, place
+from reconcilers.scheduler.record import explain_record, loads, dumps
+from tests.unit.test_scheduler_filters import ZONE, node, on, pod
+
+
+def zoned(count, zones=3, **kw):
+    return [node(f"n{i:04d}", zone="abc"[i % zones], **kw) for i in range(count)]
+
+
+def replicas(count, **kw):
+    return [pod(f"web-{i}", labels={"app": "web"}, owner="web", **kw) for i in range(count)]
+
+
+@pytest.mark.parametrize("profile", [None, BIN_PACKING_PROFILE], ids=["default", "bin-packing"])
+@pytest.mark.parametrize("count, nodes, cpu", [(40, 12, "500m"), (90, 150, "4"), (30, 5, "1")])
+def test_batch_places_as_one_by_one_decisions_would(profile, count, nodes, cpu):
+    """Without relaxed randomization both examine every node: the choices must be identical."""
+    options = Options(relaxed_randomization=False)
+    snapshot = Snapshot.build(zoned(nodes, cpu="8"), [on("n0001", pod("x", cpu="3"))])
+    pods = replicas(count, cpu=cpu)
+    kw = {"profile": profile} if profile else {}
+    one_by_one, _ = plan(pods, snapshot, options=options, **kw)
+    batched, after, _ = place(pods, snapshot, options=options, cache=Cache(), **kw)
+    assert [p.node for p in batched] == [d.node for d in one_by_one]
+    assert any(p.node is None for p in batched) == any(d.node is None for d in one_by_one)
+    placed = sum(1 for p in batched if p.node)
+    assert sum(len(info.pods) for info in after.nodes) == placed + 1
+
+
+def test_records_of_later_pods_tell_their_own_decision():
+    snapshot = Snapshot.build(zoned(3, cpu="2"))
+    batched, _, _ = place(replicas(7, cpu="1"), snapshot, cache=Cache())
+    assert [p.node is not None for p in batched] == [True] * 6 + [False]
+    last = batched[-1].record
+    assert last["pod"] == "default/web-6" and last["batch"] == [6, 7]
+    assert last["message"] == "0/3 nodes are available: 3 Insufficient cpu."
+    assert last["rejected"] == [{"filter": "NodeResourcesFit", "reasons": ["Insufficient cpu"], "count": 3,
+                                 "nodes": ["n0000", "n0001", "n0002"]}]
+    assert batched[-1].rejected_by == {"NodeResourcesFit"}
+    second = batched[1].record
+    assert second["node"] == batched[1].node and second["top"][0]["node"] == batched[1].node
+    text = explain_record(loads(dumps(second)))
+    assert f"Decision: scheduled to {batched[1].node}" in text
+    assert "Placed as pod 2 of 7 of one equivalence class" in text
+    assert "score  SelectorSpread:" in text
+
+
+def test_replicas_spread_over_zones_in_one_batch():
+    snapshot = Snapshot.build([node("a1", zone="a", cpu="8"), node("a2", zone="a", cpu="8"),
+                               node("b1", zone="b", cpu="8"), node("c1", zone="c", cpu="8")])
+    batched, _, _ = place(replicas(6), snapshot, cache=Cache())
+    zones = sorted(p.node[0] for p in batched)
+    assert zones == ["a", "a", "b", "b", "c", "c"]
+
+
+def test_the_window_grows_when_placements_fill_it():
+    """Relaxed randomization stops at nodes_to_find feasible nodes; when those fill up it examines more."""
+    snapshot = Snapshot.build(zoned(300, cpu="1"))
+    batched, _, next_start = place(replicas(200, cpu="1"), snapshot, cache=Cache())
+    assert all(p.node for p in batched)
+    assert len({p.node for p in batched}) == 200
+    assert batched[0].record["examined"] == 144 and batched[-1].record["examined"] == 300
+    assert next_start == 0
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ({}, True),
+    ({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "DoNotSchedule"}]},
+     False),
+    ({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "ScheduleAnyway"}]},
+     True),
+    ({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {}, "topologyKey": ZONE}]}}}, False),
+    ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}},
+     True),
+])
+def test_batchable(spec, expected):
+    p = pod()
+    p["spec"].update(spec)
+    assert batchable(p) is expected
+
+
+def test_without_equivalence_classes_every_pod_is_decided_alone():
+    snapshot = Snapshot.build(zoned(5))
+    batched, _, _ = place(replicas(4), snapshot, options=Options(equivalence_classes=False), cache=Cache())
+    assert all(p.decision is not None for p in batched)
+    assert all("batch" not in p.record for p in batched)

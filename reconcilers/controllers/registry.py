@@ -45,6 +45,7 @@ CONTROLLERS: dict[str, str] = {
     "node-lifecycle": "reconcilers.controllers.nodelifecycle:build",
     "cronjob": "reconcilers.controllers.cronjob:build",
     "statefulset": "reconcilers.controllers.statefulset:build",
+    "daemonset": "reconcilers.controllers.daemonset:build",
 }
 
 

@@ -50,7 +50,8 @@ def finished_status(pod: dict[str, Any], phase: str, code: int) -> dict[str, Any
 
 class FakeKubelet:
     def __init__(self, client: Client, namespace: str, script: Script | None = None, *,
-                 ready: Callable[[dict[str, Any]], bool] | None = None, node: str | None = None) -> None:
+                 ready: Callable[[dict[str, Any]], bool] | None = None,
+                 node: str | Callable[[dict[str, Any]], str | None] | None = None) -> None:
         self.client = client
         self.namespace = namespace
         self.script = script or (lambda pod: None)
@@ -59,6 +60,7 @@ class FakeKubelet:
         self.informer = Informer(client, "pods", namespace=namespace)
         self.informer.add_handler(on_add=self._seen, on_update=lambda old, new: self._seen(new))
         self._started: set[str] = set()
+        self._stopping: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self.paused = False
 
@@ -77,14 +79,25 @@ class FakeKubelet:
 
     def _seen(self, pod: dict[str, Any]) -> None:
         m = pod["metadata"]
+        if m.get("deletionTimestamp") and (pod.get("spec") or {}).get("nodeName") and m["uid"] not in self._stopping:
+            self._stopping.add(m["uid"])   # a bound pod is deleted gracefully: confirm its end as a kubelet does
+            self._spawn(self._confirm_deletion(pod))
+            return
         if self.paused or m.get("deletionTimestamp") or m["uid"] in self._started:
             return
         if (pod.get("status") or {}).get("phase", "Pending") != "Pending":
             return
         self._started.add(m["uid"])
-        task = asyncio.ensure_future(self._run(pod))
+        self._spawn(self._run(pod))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _confirm_deletion(self, pod: dict[str, Any]) -> None:
+        with contextlib.suppress(errors.NotFoundError, errors.ConflictError):
+            await self.client.delete("pods", pod["metadata"]["name"], namespace=self.namespace, grace_period_seconds=0)
 
     async def _write(self, pod: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
         name = pod["metadata"]["name"]
@@ -101,11 +114,12 @@ class FakeKubelet:
         return None
 
     async def _run(self, pod: dict[str, Any]) -> None:
-        if self.node and not (pod.get("spec") or {}).get("nodeName"):
+        node = self.node(pod) if callable(self.node) else self.node
+        if node and not (pod.get("spec") or {}).get("nodeName"):
             with contextlib.suppress(errors.ConflictError, errors.NotFoundError):
                 await self.client.create_subresource("pods", pod["metadata"]["name"], "binding", {
                     "apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod["metadata"]["name"]},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": self.node}}, namespace=self.namespace)
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": node}}, namespace=self.namespace)
         out = await self._write(pod, running_status(pod, ready=self.ready(pod)))
         if out is None:
             return

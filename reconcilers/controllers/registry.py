@@ -41,6 +41,7 @@ CONTROLLERS: dict[str, str] = {
     "serviceaccount": "reconcilers.controllers.serviceaccount:build",
     "endpoints": "reconcilers.controllers.endpoints:build",
     "endpointslice": "reconcilers.controllers.endpointslice:build",
+    "disruption": "reconcilers.controllers.disruption:build",
     "job": "reconcilers.controllers.job:build",
     "node-lifecycle": "reconcilers.controllers.nodelifecycle:build",
     "cronjob": "reconcilers.controllers.cronjob:build",

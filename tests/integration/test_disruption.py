@@ -1,6 +1,13 @@
 """PodDisruptionBudgets end to end: the disruption controller's status, and pods/eviction respecting it."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
+from eventplane.client import Client
+from reconcilers.controllers.registry import ControllerContext, builder
+from reconcilers.informer import SharedInformerFactory
+
 PODS = "/api/v1/namespaces/default/pods"
 PDBS = "/apis/policy/v1/namespaces/default/poddisruptionbudgets"
 
@@ -58,3 +65,62 @@ async def test_eviction_takes_a_disruption_from_the_budget_or_answers_429(api):
     await api.http("POST", PODS, body=_pod("c", {"app": "db"}))
     status, _, _ = await api.http("POST", f"{PODS}/c/eviction", body=_eviction("c"))
     assert status == 201
+
+
+@contextlib.asynccontextmanager
+async def running(api, *names: str):
+    async with Client.from_kubeconfig(str(api.kubeconfig)) as client:
+        factory = SharedInformerFactory(client)
+        ctx = ControllerContext(client=client, informers=factory)
+        controllers = [c for n in names for c in builder(n)(ctx)]
+        tasks = [asyncio.create_task(c.run()) for c in controllers]
+        try:
+            yield client
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            await factory.stop()
+
+
+async def _status_is(api, **want) -> dict:
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        _, pdb, _ = await api.http("GET", f"{PDBS}/web")
+        status = pdb.get("status") or {}
+        if all(status.get(k) == v for k, v in want.items()):
+            return pdb
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"status {status} never matched {want}")
+        await asyncio.sleep(0.1)
+
+
+async def test_the_controller_keeps_the_budget_and_evictions_follow_it(api):
+    async with running(api, "disruption"):
+        for n in ("w1", "w2", "w3"):
+            await api.http("POST", PODS, body=_pod(n, {"app": "web"}))
+            await _running(api, n)
+        await api.ok("create", "poddisruptionbudget", "web", "--selector=app=web", "--min-available=2")
+        pdb = await _status_is(api, expectedPods=3, currentHealthy=3, desiredHealthy=2, disruptionsAllowed=1,
+                               observedGeneration=1)
+        cond = pdb["status"]["conditions"][0]
+        assert (cond["type"], cond["status"], cond["reason"]) == ("DisruptionAllowed", "True", "SufficientPods")
+        # kubectl shows what it allows.
+        out = await api.ok("get", "pdb", "web")
+        assert "web" in out and "2" in out
+        status, _, _ = await api.http("POST", f"{PODS}/w1/eviction", body=_eviction("w1"))
+        assert status == 201
+        await _status_is(api, expectedPods=2, currentHealthy=2, disruptionsAllowed=0)
+        status, err, _ = await api.http("POST", f"{PODS}/w2/eviction", body=_eviction("w2"))
+        assert status == 429 and err["message"] == "Cannot evict pod as it would violate the pod's disruption budget."
+        # A pod that is not Ready stops counting: still nothing allowed; a new Ready pod gives one back.
+        await _running(api, "w3", ready=False)
+        await _status_is(api, currentHealthy=1, disruptionsAllowed=0)
+        await api.http("POST", PODS, body=_pod("w4", {"app": "web"}))
+        await _running(api, "w4")
+        await _running(api, "w3")
+        await _status_is(api, expectedPods=3, currentHealthy=3, disruptionsAllowed=1)
+        status, _, _ = await api.http("POST", f"{PODS}/w2/eviction", body=_eviction("w2"))
+        assert status == 201

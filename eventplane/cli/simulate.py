@@ -28,7 +28,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "bound to them Running and Ready without running any container, as kwok does. A tool for "
                     "scale tests and benchmarks, not for real workloads. Pods with restartPolicy Never or "
                     "OnFailure end after sim.eventplane.io/run-seconds (default 1 s) with exit code "
-                    "sim.eventplane.io/exit-code (default 0).")
+                    "sim.eventplane.io/exit-code (default 0); sim.eventplane.io/ready-seconds delays readiness. "
+                    "See docs/nodes.md.")
     p.add_argument("--count", type=int, required=True, help="how many nodes")
     p.add_argument("--cpu", default="32", help="CPU capacity of each node (default: 32)")
     p.add_argument("--memory", default="128Gi", help="memory capacity of each node (default: 128Gi)")

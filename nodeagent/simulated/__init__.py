@@ -10,8 +10,8 @@ of `nodeagent/`.
     agent.py      the loop: nodes, leases, one watch of bound pods, status writes
 """
 from .agent import SimulatedNodes, Stats, run_simulated_nodes
-from .podstatus import EXIT_CODE, RUN_SECONDS
+from .podstatus import EXIT_CODE, READY_SECONDS, RUN_SECONDS
 from .shapes import SIMULATED_LABEL, SimulatorConfig
 
-__all__ = ["EXIT_CODE", "RUN_SECONDS", "SIMULATED_LABEL", "SimulatedNodes", "SimulatorConfig", "Stats",
+__all__ = ["EXIT_CODE", "READY_SECONDS", "RUN_SECONDS", "SIMULATED_LABEL", "SimulatedNodes", "SimulatorConfig", "Stats",
            "run_simulated_nodes"]

@@ -17,6 +17,9 @@ A simulated container runs for ever unless the pod says otherwise:
   containers of pods with restartPolicy Always run for ever, and those of
   Never and OnFailure pods (Jobs) run DEFAULT_FINITE_RUN seconds.
 - `sim.eventplane.io/exit-code`: the exit code when a container ends (0).
+- `sim.eventplane.io/ready-seconds`: how long after it starts a container
+  turns ready (0): until then the pod is Running but not Ready
+  (ContainersNotReady), as behind a readiness probe.
 
 When a container ends, restartPolicy decides as the kubelet does: Never →
 the pod ends, Succeeded for exit code 0 and Failed otherwise; OnFailure →
@@ -33,11 +36,12 @@ from typing import Any
 
 from .shapes import container_id, image_id
 
-__all__ = ["DEFAULT_FINITE_RUN", "EXIT_CODE", "RUN_SECONDS", "Plan", "format_time", "is_terminal", "parse_time",
+__all__ = ["DEFAULT_FINITE_RUN", "EXIT_CODE", "READY_SECONDS", "RUN_SECONDS", "Plan", "format_time", "is_terminal", "parse_time",
            "plan_pod"]
 
 RUN_SECONDS = "sim.eventplane.io/run-seconds"
 EXIT_CODE = "sim.eventplane.io/exit-code"
+READY_SECONDS = "sim.eventplane.io/ready-seconds"
 DEFAULT_FINITE_RUN = 1.0   # seconds a Never/OnFailure pod's containers run without the annotation
 MIN_RESTART_PERIOD = 1.0   # seconds: a restarting container runs at least this long per run
 
@@ -87,6 +91,14 @@ def run_seconds(pod: dict[str, Any]) -> float | None:
     return None if policy == "Always" else DEFAULT_FINITE_RUN
 
 
+def ready_seconds(pod: dict[str, Any]) -> float:
+    try:
+        value = float(_annotation(pod, READY_SECONDS) or 0)
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
 def exit_code(pod: dict[str, Any]) -> int:
     try:
         return int(_annotation(pod, EXIT_CODE) or 0)
@@ -109,18 +121,24 @@ def plan_pod(pod: dict[str, Any], *, host_ip: str, pod_ip: str | None, now: floa
     ends = run is not None and (policy == "Never" or (policy == "OnFailure" and code == 0))
 
     restarts, wake_at, finished = 0, None, None
+    period = max(run or 0.0, MIN_RESTART_PERIOD)
     if run is not None and ends:
         if now >= start + run:
             finished = start + run
         else:
             wake_at = start + run
     elif run is not None:
-        period = max(run, MIN_RESTART_PERIOD)
         restarts = int((now - start) // period)
         wake_at = start + (restarts + 1) * period
 
+    begun = start + restarts * period if restarts else start    # the current run of the containers
+    ready_at = begun + ready_seconds(pod)
+    ready = now >= ready_at
+    if finished is None and not ready:
+        wake_at = ready_at if wake_at is None else min(wake_at, ready_at)
     uid = meta.get("uid", "")
-    containers = [_container_status(c, uid, start=start, run=run, restarts=restarts, code=code, finished=finished)
+    containers = [_container_status(c, uid, start=start, run=run, restarts=restarts, code=code, finished=finished,
+                                    ready=ready)
                   for c in spec.get("containers") or []]
     inits = [_init_status(c, uid, start) for c in spec.get("initContainers") or []]
     phase = "Running" if finished is None else ("Succeeded" if code == 0 else "Failed")
@@ -131,8 +149,10 @@ def plan_pod(pod: dict[str, Any], *, host_ip: str, pod_ip: str | None, now: floa
         status.update({"podIP": pod_ip, "podIPs": [{"ip": pod_ip}]})
     if inits:
         status["initContainerStatuses"] = inits
+    unready = [] if ready else sorted(c["name"] for c in containers)
+    changed_at = finished if finished is not None else (ready_at if ready else begun)
     status["conditions"] = _conditions(pod, current.get("conditions") or [], running=finished is None,
-                                       since=format_time(start if finished is None else finished))
+                                       unready=unready, since=format_time(changed_at))
     for key in ("reason", "message"):
         status.pop(key, None)
     changed = _pruned(status) != _pruned(current)
@@ -149,7 +169,7 @@ def _pruned(value: Any) -> Any:
 
 
 def _container_status(c: dict[str, Any], uid: str, *, start: float, run: float | None, restarts: int, code: int,
-                      finished: float | None) -> dict[str, Any]:
+                      finished: float | None, ready: bool = True) -> dict[str, Any]:
     name, image = c.get("name", ""), c.get("image", "")
     cid = container_id(uid, name, restarts)
     out: dict[str, Any] = {"name": name, "image": image, "imageID": image_id(image), "containerID": cid,
@@ -165,7 +185,7 @@ def _container_status(c: dict[str, Any], uid: str, *, start: float, run: float |
         out["lastState"] = {"terminated": _terminated(code, begun - period, begun,
                                                       container_id(uid, name, restarts - 1))}
     out["state"] = {"running": {"startedAt": format_time(begun)}}
-    out.update(ready=True, started=True)
+    out.update(ready=ready, started=True)
     return out
 
 
@@ -186,8 +206,8 @@ def _init_status(c: dict[str, Any], uid: str, start: float) -> dict[str, Any]:
     return out
 
 
-def _conditions(pod: dict[str, Any], current: list[dict[str, Any]], *, running: bool, since: str
-                ) -> list[dict[str, Any]]:
+def _conditions(pod: dict[str, Any], current: list[dict[str, Any]], *, running: bool, since: str,
+                unready: list[str] = ()) -> list[dict[str, Any]]:
     """The kubelet's pod conditions, keeping a condition's lastTransitionTime while its status holds,
     and conditions of other owners (readiness gates, DisruptionTarget) as they are."""
     by_type = {c.get("type"): c for c in current}
@@ -208,7 +228,11 @@ def _conditions(pod: dict[str, Any], current: list[dict[str, Any]], *, running: 
             out["message"] = message
         return out
 
-    if running:
+    if running and unready:
+        why = ("ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]")
+        ours = [cond("PodReadyToStartContainers", True), cond("Initialized", True), cond("Ready", False, *why),
+                cond("ContainersReady", False, *why)]
+    elif running:
         ready = cond("Ready", not missing, *(("ReadinessGatesNotReady",
                                                f'corresponding condition of pod readiness gate "{missing[0]}" '
                                                "does not exist.") if missing else ()))

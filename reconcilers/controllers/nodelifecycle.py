@@ -41,6 +41,9 @@ pkg/controller/nodelifecycle and its taint-based eviction:
    not-ready or unreachable is given `default_toleration_seconds` (300) for
    them, as that plugin would; a pod that tolerates them without
    tolerationSeconds stays for ever.
+5. Pods not ready, and Events. When a node leaves Ready its pods' Ready
+   condition turns False, once (MarkPodsNotReady); Events NodeNotReady /
+   NodeReady, NodeNotReady on those pods and TaintManagerEviction say so.
 
 Settings come from `ctx.options`: a dict under "node-lifecycle" with the
 field names of `Settings` (grace, startup_grace, monitor_period,
@@ -318,6 +321,7 @@ class NodeLifecycle:
         self.nodes: Informer = ctx.informers.informer("nodes")
         self.pods: Informer = ctx.informers.informer("pods")
         self.controller = _LifecycleController(self)
+        self.events = EventRecorder(self.client, component="node-controller", instance=ctx.identity)
         self.leases: dict[str, NodeLease] = {}
         self._seen: dict[str, float] = {}           # node → local monotonic time of its last renewal
         self._unhealthy_since: dict[str, float] = {}
@@ -453,6 +457,7 @@ class NodeLifecycle:
         healthy = mono <= until
         causation = request.causation or causation_of(node)
 
+        was = node_ready(node)
         conditions = health_conditions((node.get("status") or {}).get("conditions") or [], healthy=healthy, now=now)
         if conditions is not None:
             node = await self._write(node, {**node, "status": {**(node.get("status") or {}),
@@ -461,6 +466,11 @@ class NodeLifecycle:
             if node is None:
                 return
             log.info("node %s: Ready %s (lease %s)", name, node_ready(node), "renewed" if healthy else "expired")
+            status_now = "NodeReady" if node_ready(node) == "True" else "NodeNotReady"
+            self.events.record(node, "Normal", status_now, f"Node {name} status is now: {status_now}",
+                               causation=causation_of(node))
+            if was == "True" and node_ready(node) != "True":
+                await self._mark_pods_not_ready(node, causation_of(node))
         ready = node_ready(node)
         self._node_seen(node)
         if healthy:
@@ -532,6 +542,24 @@ class NodeLifecycle:
         if soonest is not None:
             self.controller.queue.add_after(name, soonest - now + 0.05)
 
+    async def _mark_pods_not_ready(self, node: Obj, causation: int | None) -> None:
+        """Kubernetes' MarkPodsNotReady: the pods of a node that stopped reporting are not Ready any
+        more (so that endpoints drop them), once, when the node leaves Ready."""
+        name = node["metadata"]["name"]
+        for pod in self.pods.store.by_index(BY_NODE, name):
+            conditions = (pod.get("status") or {}).get("conditions") or []
+            ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+            if ready is None or ready.get("status") != "True" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+                continue
+            changed = {**ready, "status": "False", "lastTransitionTime": rfc3339(time.time())}
+            meta = pod["metadata"]
+            try:
+                await self.client.patch("pods", meta["name"], {"status": {"conditions": [changed]}}, type="strategic",
+                                        namespace=meta.get("namespace"), subresource="status", causation=causation)
+            except errors.NotFoundError:
+                continue
+            self.events.record(pod, "Warning", "NodeNotReady", "Node is not ready", causation=causation)
+
     async def _delete_pod(self, pod: Obj, node: Obj, causation: int | None) -> None:
         meta = pod["metadata"]
         ns, pod_name = meta.get("namespace"), meta["name"]
@@ -544,7 +572,40 @@ class NodeLifecycle:
                                     namespace=ns, subresource="status", causation=causation)
             await self.client.delete("pods", pod_name, namespace=ns, causation=causation)
         except errors.NotFoundError:
-            pass
+            return
+        self.events.record(pod, "Normal", "TaintManagerEviction", f"Marking for deletion Pod {ns}/{pod_name}",
+                           causation=causation)
+
+
+class EventRecorder:
+    """core/v1 Events about nodes and pods, written in the background: an Event that cannot be
+    written is logged and dropped, never a reason to fail a reconcile."""
+
+    def __init__(self, client: Client, *, component: str, instance: str) -> None:
+        self.client, self.component, self.instance = client, component, instance
+        self._pending: set[asyncio.Task] = set()
+
+    def record(self, obj: Obj, type_: str, reason: str, message: str, *, causation: int | None) -> None:
+        meta = obj.get("metadata") or {}
+        kind = obj.get("kind") or ("Node" if not meta.get("namespace") else "Pod")
+        ns = meta.get("namespace") or "default"    # events about cluster-scoped objects live in default
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {"apiVersion": "v1", "kind": "Event",
+                 "metadata": {"name": f"{meta.get('name', '')}.{time.time_ns():x}", "namespace": ns},
+                 "involvedObject": {"apiVersion": "v1", "kind": kind, "name": meta.get("name", ""),
+                                    "uid": meta.get("uid", ""), **({"namespace": ns} if kind != "Node" else {})},
+                 "reason": reason, "message": message, "type": type_, "count": 1,
+                 "firstTimestamp": now, "lastTimestamp": now, "source": {"component": self.component},
+                 "reportingComponent": self.component, "reportingInstance": self.instance}
+        task = asyncio.ensure_future(self._write(event, causation))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write(self, event: Obj, causation: int | None) -> None:
+        try:
+            await self.client.create(event, causation=causation)
+        except Exception as exc:
+            log.info("event %s about %s not recorded: %s", event["reason"], event["involvedObject"]["name"], exc)
 
 
 class _LifecycleController(Controller):

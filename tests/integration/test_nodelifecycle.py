@@ -116,6 +116,10 @@ async def test_a_lease_that_stops_and_comes_back(api, servers):
         await c.create(_pod("patient", "n1", {"key": UNREACHABLE_TAINT, "operator": "Exists",
                                               "effect": "NoExecute", "tolerationSeconds": 3600}))
         await c.create(_pod("elsewhere", "n2"))
+        # The tolerant pod runs and is Ready, as its agent said before the node went dark.
+        await c.patch("pods", "tolerant", {"status": {"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-28T10:00:00Z"}]}},
+            subresource="status")
         await asyncio.sleep(LEASE + 0.5)
         # Live leases: nothing happens to healthy nodes.
         for name in nodes:
@@ -141,6 +145,18 @@ async def test_a_lease_that_stops_and_comes_back(api, servers):
                    for x in pod["status"]["conditions"])
         for name in ("tolerant", "patient", "elsewhere"):
             assert not (await c.get("pods", name))["metadata"].get("deletionTimestamp"), name
+        # Pods of the dark node are not Ready any more (MarkPodsNotReady), and Events say what happened.
+        tolerant = await c.get("pods", "tolerant")
+        assert next(x for x in tolerant["status"]["conditions"] if x["type"] == "Ready")["status"] == "False"
+
+        async def events():
+            items = (await c.list("events", namespace="default"))["items"]
+            got = {(e["involvedObject"]["name"], e["reason"], e["message"]) for e in items}
+            want = {("n1", "NodeNotReady", "Node n1 status is now: NodeNotReady"),
+                    ("plain", "TaintManagerEviction", "Marking for deletion Pod default/plain"),
+                    ("tolerant", "NodeNotReady", "Node is not ready")}
+            return want <= got
+        await _until(events, what="the Events")
         for name in ("n2", "n3"):
             assert _ready(await c.get("nodes", name))["status"] == "True"
 

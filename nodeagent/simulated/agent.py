@@ -33,7 +33,7 @@ from typing import Any
 
 import nats
 
-from eventplane.client import Client
+from eventplane.client import Client, UnreachableError
 from eventplane.client.nodeleases import BUCKET, NodeLeases
 from eventplane.objects import errors
 from reconcilers.informer import Informer, causation_of, key_of
@@ -47,6 +47,7 @@ log = logging.getLogger("eventplane.nodeagent.simulated")
 __all__ = ["SimulatedNodes", "Stats", "run_simulated_nodes"]
 
 REGISTER_CONCURRENCY = 32
+REGISTER_RETRY_CAP = 5.0   # seconds between attempts to reach the API at start
 RENEW_CONCURRENCY = 64
 WAKE_SLACK = 0.05   # seconds after a container's end before looking again (the status must say it ended)
 
@@ -104,7 +105,7 @@ class SimulatedNodes:
             if self._nc is None:
                 self._nc = await nats.connect(self.nats_url, max_reconnect_attempts=-1, name="simulate-nodes")
             self._leases = await NodeLeases.open(self._nc, self.config.lease_bucket or BUCKET)
-            await self._register_nodes()
+            await self._until_registered()
             await self._renew_all()
             renewing = asyncio.create_task(self._renew_loop(), name="simulated-nodes:leases")
             agent = asyncio.create_task(self.controller.run(), name="simulated-nodes:pods")
@@ -153,6 +154,20 @@ class SimulatedNodes:
         await asyncio.wait_for(wait(), timeout)
 
     # --- nodes and leases --------------------------------------------------------------------------
+
+    async def _until_registered(self) -> None:
+        """Register the nodes, waiting for an API server that is not up yet (as a kubelet does)."""
+        delay = 0.2
+        while True:
+            try:
+                await self._register_nodes()
+                return
+            except (UnreachableError, errors.EventplaneError) as exc:
+                if isinstance(exc, errors.EventplaneError) and exc.code not in (429, 500, 503, 504):
+                    raise
+                log.warning("registering the simulated nodes: %s; retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REGISTER_RETRY_CAP)
 
     async def _register_nodes(self) -> None:
         existing: dict[str, dict[str, Any]] = {}

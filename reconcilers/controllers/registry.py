@@ -47,6 +47,7 @@ CONTROLLERS: dict[str, str] = {
     "cronjob": "reconcilers.controllers.cronjob:build",
     "statefulset": "reconcilers.controllers.statefulset:build",
     "daemonset": "reconcilers.controllers.daemonset:build",
+    "persistentvolume-binder": "reconcilers.controllers.pvbinder:build",
 }
 
 

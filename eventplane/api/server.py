@@ -111,6 +111,7 @@ class ApiServer:
         await self.cache.start()
         self.registry = Registry(self.store, lambda: self.catalog)
         self.registry.after_write.append(self._after_write)
+        self.registry.seen = self.cache.object_at
         watches = Watches(self.registry, self.cache)
         handler = ResourceHandler(self.registry, lambda: self.catalog, watches)
         await self._bootstrap()

@@ -97,6 +97,16 @@ class WatchCache:
         except TimeoutError:
             return False
 
+    def object_at(self, key: str, position: int) -> dict[str, Any] | None:
+        """The object of stream `key` at `position` when that is the last change of it this cache has
+        seen, else None: the version a write names can be taken from here instead of the store (an
+        event's payload never changes, and the write's own check says whether it is still current).
+        A copy of its own for the caller."""
+        change = self._last.get(key)
+        if change is None or change.event.position != position:
+            return None
+        return change.event.object()
+
     def oldest(self) -> int:
         """The lowest `after` a watch can start from out of the buffer."""
         return self._buffer[0].event.position - 1 if self._buffer else self.position

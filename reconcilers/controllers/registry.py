@@ -48,6 +48,7 @@ CONTROLLERS: dict[str, str] = {
     "statefulset": "reconcilers.controllers.statefulset:build",
     "daemonset": "reconcilers.controllers.daemonset:build",
     "persistentvolume-binder": "reconcilers.controllers.pvbinder:build",
+    "resourcequota": "reconcilers.controllers.resourcequota:build",
 }
 
 

@@ -297,11 +297,13 @@ class Registry:
             _check_preconditions(info, old, options.get("preconditions") or {})
             obj = copy.deepcopy(old)
             m = obj["metadata"]
-            policy = options.get("propagationPolicy") or ("Foreground" if options.get("orphanDependents") is False
-                                                          else "Orphan" if options.get("orphanDependents") else "")
+            policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "")
             finalizers = list(m.get("finalizers") or [])
+            # Orphan and Foreground hold the object with a finalizer that the garbage collector removes once
+            # the dependents are orphaned / gone; the owner is marked deleted first, so no controller adopts
+            # what is being orphaned (reconcilers/controllers/garbagecollector.py).
             if policy == "Orphan" and "orphan" not in finalizers and not m.get("deletionTimestamp"):
-                await self._orphan_dependents(info, old, caller, opts)
+                finalizers = [f for f in finalizers if f != "foregroundDeletion"] + ["orphan"]
             elif policy == "Foreground" and "foregroundDeletion" not in finalizers:
                 finalizers.append("foregroundDeletion")
             graceful = _grace_period(info, obj, options)
@@ -334,33 +336,6 @@ class Registry:
             return obj
         raise errors.ConflictError(f'Operation cannot be fulfilled on {info.group_resource} "{name}": the object '
                                    "has been modified; please apply your changes to the latest version and try again")
-
-    async def _orphan_dependents(self, info: ResourceInfo, owner: dict[str, Any], caller: Caller,
-                                 opts: WriteOptions) -> None:
-        """Orphan propagation: dependents lose their reference to the owner before it goes."""
-        uid = owner["metadata"]["uid"]
-        namespace = owner["metadata"].get("namespace", "")
-        for dep_info in self.catalog():
-            if not dep_info.namespaced and namespace:
-                continue
-            _, rows = await self.store.list_snapshot(group=dep_info.group, resource=dep_info.resource,
-                                                     namespace=namespace or None)
-            for _, dep in rows:
-                refs = (dep.get("metadata") or {}).get("ownerReferences") or []
-                kept = [r for r in refs if r.get("uid") != uid]
-                if len(kept) == len(refs):
-                    continue
-                new = copy.deepcopy(dep)
-                if kept:
-                    new["metadata"]["ownerReferences"] = kept
-                else:
-                    new["metadata"].pop("ownerReferences", None)
-                if not opts.dry_run:
-                    await self.store.append(
-                        Append(stream_of(dep_info, dep["metadata"].get("namespace", ""), dep["metadata"]["name"]),
-                               EventType.UPDATED, new, uid=dep["metadata"]["uid"],
-                               expected_version=int(dep["metadata"]["resourceVersion"])),
-                        caller.context("orphan"))
 
     # --- create-time checks and allocations -----------------------------------------------------
 

@@ -7,12 +7,12 @@ to its dependents. Consumed by the API: deletes of dependents, updates of
 their ownerReferences, and the removal of the `foregroundDeletion` and
 `orphan` finalizers from owners.
 
-What the API does itself (eventplane/api/registry.py): a delete with
-propagationPolicy Orphan removes the owner's reference from its dependents
-before the owner goes (so no `orphan` finalizer is left for the collector,
-though one set by hand is honoured here); Foreground puts the
-`foregroundDeletion` finalizer on the owner, which stays until the collector
-removes it; Background and the default delete the owner at once.
+What the API does (eventplane/api/registry.py), as kube-apiserver does: a
+delete with propagationPolicy Orphan marks the owner deleted and puts the
+`orphan` finalizer on it, Foreground the `foregroundDeletion` finalizer; the
+owner stays (deletionTimestamp set, so no controller adopts or recreates
+what it is losing) until the collector removes the finalizer. Background and
+the default delete the owner at once.
 
 Decisions (pure, table-tested in tests/unit/test_gc.py):
 

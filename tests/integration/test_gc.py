@@ -157,3 +157,27 @@ async def test_dangling_references_and_the_orphan_finalizer(api):
                 live = await c.get("configmaps", "both", namespace="default")
                 return not live["metadata"].get("ownerReferences")
         await _eventually(orphaned)
+
+
+@pytest.mark.parametrize("cascade", ["background", "foreground", "orphan"])
+async def test_a_real_deployment_with_each_propagation_policy(api, cascade):
+    """With the Deployment and ReplicaSet controllers running: exactly the expected objects remain."""
+    async with running(api, "deployment", "replicaset", "garbage-collector") as c:
+        await api.ok("create", "deployment", "app", "--image=busybox", "--replicas=2")
+
+        async def made():
+            names = await _names(c, "app")
+            return names if len(names["replicasets"]) == 1 and len(names["pods"]) == 2 else None
+        before = await _eventually(made)
+        await api.ok("delete", "deployment", "app", f"--cascade={cascade}", "--timeout=20s")
+        if cascade == "orphan":
+            await asyncio.sleep(1)
+            after = await _names(c, "app")
+            assert after == {**before, "deployments": []}
+            rs = await c.get("replicasets", before["replicasets"][0], namespace="default")
+            assert not rs["metadata"].get("ownerReferences")
+            return
+
+        async def gone():
+            return await _names(c, "app") == NOTHING
+        await _eventually(gone)

@@ -59,16 +59,44 @@ def batchable(pod: Obj) -> bool:
 def place(pods: Sequence[Obj], snapshot: Snapshot, profile: Profile = DEFAULT_PROFILE, options: Options = Options(),
           *, filters: Sequence[Filter] = DEFAULT_FILTERS, start: int = 0, cache: Cache | None = None,
           top: int = TOP) -> tuple[list[Placement], Snapshot, int]:
-    """Decide every pod in order; returns the placements, the snapshot after them and the next offset."""
+    """Decide every pod; returns the placements (in the order of `pods`), the snapshot after them and the
+    next offset. With equivalence classes on, pods of equal priority are taken class by class (each class
+    where its first pod stood), as Borg groups a job's tasks: a class's pods are then consecutive."""
+    classes: list[str | None] = [None] * len(pods)
+    order = list(range(len(pods)))
+    if options.equivalence_classes:
+        groups: dict[tuple[int, str], list[int]] = {}
+        for k, pod in enumerate(pods):
+            if batchable(pod):
+                classes[k] = equivalence_class(pod)
+                groups.setdefault((_priority(pod), classes[k]), []).append(k)
+            else:
+                groups[(_priority(pod), f"#{k}")] = [k]
+        order = [k for group in groups.values() for k in group]
+        order.sort(key=lambda k: -_priority(pods[k]))   # stable: groups keep their first pod's place
+    placed, snapshot, start = _place_in_order([pods[k] for k in order], [classes[k] for k in order], snapshot,
+                                              profile, options, filters, start, cache, top)
+    out: list[Placement | None] = [None] * len(pods)
+    for k, pl in zip(order, placed):
+        out[k] = pl
+    return out, snapshot, start  # type: ignore[return-value]
+
+
+def _priority(pod: Obj) -> int:
+    return int((pod.get("spec") or {}).get("priority") or 0)
+
+
+def _place_in_order(pods: Sequence[Obj], classes: Sequence[str | None], snapshot: Snapshot, profile: Profile,
+                    options: Options, filters: Sequence[Filter], start: int, cache: Cache | None,
+                    top: int) -> tuple[list[Placement], Snapshot, int]:
     out: list[Placement] = []
     names = [f.name for f in filters]
     i = 0
     while i < len(pods):
         pod = pods[i]
         j = i + 1
-        if options.equivalence_classes and batchable(pod):
-            cls = equivalence_class(pod)
-            while j < len(pods) and equivalence_class(pods[j]) == cls:
+        if classes[i] is not None:
+            while j < len(pods) and classes[j] == classes[i]:
                 j += 1
         if j - i == 1:
             d = schedule(pod, snapshot, profile, options, filters=filters, start=start, cache=cache)

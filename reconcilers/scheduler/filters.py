@@ -248,7 +248,9 @@ class InterPodAffinity(Filter):
         any_affinity_match = False
         for info in snapshot.nodes:
             labels = info.labels
-            for other in info.pods:
+            # Without terms of its own, only pods with anti-affinity can matter (kube's
+            # HavePodsWithRequiredAntiAffinityList): most nodes have none, so skip their pods.
+            for other in (info.pods if affinity or anti else info.pods_with_required_anti):
                 for i, term in enumerate(affinity):
                     if term_matches_pod(term, pod, other, snapshot):
                         any_affinity_match = True

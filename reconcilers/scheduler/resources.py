@@ -190,6 +190,13 @@ class NodeInfo:
         status = self.node.get("status") or {}
         return resource_list(status.get("allocatable") or status.get("capacity"))
 
+    @cached_property
+    def pods_with_required_anti(self) -> tuple[Obj, ...]:
+        """The pods here with required pod anti-affinity (the only ones that can repel a pod without terms)."""
+        return tuple(p for p in self.pods if ((((p.get("spec") or {}).get("affinity") or {})
+                                               .get("podAntiAffinity") or {})
+                                              .get("requiredDuringSchedulingIgnoredDuringExecution")))
+
     def with_pod(self, pod: Obj) -> NodeInfo:
         info = replace(self, pods=self.pods + (pod,), requested=add(self.requested, pod_requests(pod)),
                        non_zero_requested=add(self.non_zero_requested, pod_requests(pod, non_zero=True)),
@@ -213,6 +220,8 @@ class Snapshot:
     nodes: tuple[NodeInfo, ...] = ()
     namespaces: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     generation: int = 0
+    # Controller uid -> nodes where its pods recently failed to start (scorers.RecentFailures avoids them).
+    avoid: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, nodes: Iterable[Obj], pods: Iterable[Obj] = (), *,
@@ -238,6 +247,13 @@ class Snapshot:
                 counts[image] = counts.get(image, 0) + 1
         return counts
 
+    def with_avoid(self, avoid: Mapping[str, frozenset[str]]) -> Snapshot:
+        """The same nodes and pods, with another map of nodes to avoid (no new generation: filters ignore it)."""
+        out = self._replace_node(0, self.nodes[0], same_node=True) if self.nodes else Snapshot()
+        object.__setattr__(out, "generation", self.generation)
+        object.__setattr__(out, "avoid", avoid)
+        return out
+
     def get(self, name: str) -> NodeInfo | None:
         i = self._index.get(name)  # type: ignore[attr-defined]
         return None if i is None else self.nodes[i]
@@ -249,6 +265,7 @@ class Snapshot:
         out = object.__new__(Snapshot)
         object.__setattr__(out, "nodes", nodes)
         object.__setattr__(out, "namespaces", self.namespaces)
+        object.__setattr__(out, "avoid", self.avoid)
         object.__setattr__(out, "generation", next(_generations))
         object.__setattr__(out, "_index", self._index)  # type: ignore[attr-defined]
         if same_node and "image_spread" in self.__dict__:
@@ -270,5 +287,5 @@ class Snapshot:
         name = (node.get("metadata") or {}).get("name")
         i = self._index.get(name)  # type: ignore[attr-defined]
         if i is None:
-            return Snapshot(self.nodes + (NodeInfo.build(node),), self.namespaces, next(_generations))
+            return Snapshot(self.nodes + (NodeInfo.build(node),), self.namespaces, next(_generations), self.avoid)
         return self._replace_node(i, NodeInfo.build(node, self.nodes[i].pods))

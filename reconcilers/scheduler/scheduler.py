@@ -51,7 +51,7 @@ from .pipeline import Cache, Options
 from .queue import ANY, QueuedPod, SchedulingQueue
 from .record import RECORD_ANNOTATION, dumps
 from .resources import Obj, pod_key
-from .scorers import DEFAULT_PROFILE, Profile
+from .scorers import DEFAULT_PROFILE, Profile, controller_uid
 
 log = logging.getLogger("eventplane.scheduler")
 
@@ -60,6 +60,11 @@ BATCH = 512           # pods decided per pass of the loop
 BINDERS = 64          # bindings in flight at once
 EVENT_WRITERS = 16
 PRUNE_AT = 200_000    # memo entries before stale generations are dropped
+AVOID_SECONDS = 300.0  # how long a controller's pods avoid a node where one of them failed to start
+# Container states that mean "could not start here" (the kubelet's reasons).
+START_FAILURES = frozenset({"CrashLoopBackOff", "ErrImagePull", "ImagePullBackOff", "InvalidImageName",
+                            "ErrImageNeverPull", "CreateContainerConfigError", "CreateContainerError",
+                            "RunContainerError"})
 
 # Which filters an event may satisfy (kube's queueing hints): a pod rejected only by others stays put.
 RESOURCES_FREED = ("NodeResourcesFit", "NodePorts", "InterPodAffinity", "PodTopologySpread")
@@ -79,6 +84,17 @@ def _now() -> str:
 
 def _meta(obj: Obj) -> dict[str, Any]:
     return obj.get("metadata") or {}
+
+
+def failed_to_start(pod: Obj) -> bool:
+    """Did this bound pod fail on its node: phase Failed, or a container stuck in a start failure?"""
+    status = pod.get("status") or {}
+    if status.get("phase") == "Failed":
+        return True
+    for cs in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        if ((cs.get("state") or {}).get("waiting") or {}).get("reason") in START_FAILURES:
+            return True
+    return False
 
 
 @dataclass
@@ -123,6 +139,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task] = set()
         self._events: asyncio.Queue[tuple[dict, int | None]] = asyncio.Queue()
         self._handlers_added = False
+        self.failures: dict[str, dict[str, float]] = {}   # controller uid -> node -> avoid until (monotonic)
 
     # --- priorities ---
 
@@ -161,6 +178,8 @@ class Scheduler:
         key = pod_key(pod)
         if (pod.get("spec") or {}).get("nodeName"):
             self.queue.delete(key)
+            if failed_to_start(pod):
+                self._note_failure(pod)
             was_bound = old is not None and (old.get("spec") or {}).get("nodeName")
             terminal = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
             ours = self.cache.is_assumed(key)
@@ -181,6 +200,24 @@ class Scheduler:
         if self.cache.is_assumed(key):
             return   # placed already; its binding is in flight
         self.queue.add(key, pod)
+
+    def _note_failure(self, pod: Obj) -> None:
+        uid = controller_uid(pod)
+        if uid:
+            self.failures.setdefault(uid, {})[pod["spec"]["nodeName"]] = time.monotonic() + AVOID_SECONDS
+
+    def avoid(self) -> dict[str, frozenset[str]]:
+        """Controller uid -> nodes its pods should avoid now; expired entries are dropped."""
+        now = time.monotonic()
+        out = {}
+        for uid, nodes in list(self.failures.items()):
+            live = {n for n, until in nodes.items() if until > now}
+            if live:
+                out[uid] = frozenset(live)
+                self.failures[uid] = {n: nodes[n] for n in live}
+            else:
+                del self.failures[uid]
+        return out
 
     def _on_pod_delete(self, pod: Obj) -> None:
         key = pod_key(pod)
@@ -248,6 +285,8 @@ class Scheduler:
             self.stats.queue_waits.extend(now - qp.entered_active for qp in popped)
         pods = [self._with_priority(qp.pod) for qp in popped]
         snapshot = self.cache.snapshot_for([qp.key for qp in popped])
+        if self.failures:
+            snapshot = snapshot.with_avoid(self.avoid())
         t0 = time.perf_counter()
         placements, _, self.start = place(pods, snapshot, self.profile, self.options, start=self.start,
                                           cache=self.memo)

@@ -238,6 +238,25 @@ class SelectorSpread(Scorer):
         return out
 
 
+class RecentFailures(Scorer):
+    """Borg's avoidance: a node where pods of the same controller recently failed to start (crash at
+    start, image errors) scores 0, any other 100. A preference, not a filter: with nowhere else to
+    go, the pod may still land there."""
+
+    name = "RecentFailures"
+    cacheable = False   # the map changes as failures are seen and expire, without the node changing
+
+    def prepare(self, pod, snapshot):
+        uid = controller_uid(pod)
+        return snapshot.avoid.get(uid, frozenset()) if uid else frozenset()
+
+    def score(self, pod, node, snapshot, state=None):
+        avoid = state if state is not None else self.prepare(pod, snapshot)
+        if node.name in avoid:
+            return Score(0, "pods of its controller failed here recently")
+        return Score(MAX_SCORE, "no recent failures")
+
+
 @dataclass(frozen=True)
 class Profile:
     """A named choice of scorers with weights; the node's total is Σ weight × normalized score."""
@@ -249,14 +268,15 @@ class Profile:
 # kube-scheduler's default weights (PodTopologySpread's 2 goes to SelectorSpread here).
 DEFAULT_PROFILE = Profile("default-scheduler", (
     (TaintTolerationPreferred(), 3), (NodeAffinityPreferred(), 2), (SelectorSpread(), 2),
-    (LeastAllocated(), 1), (BalancedAllocation(), 1), (ImageLocality(), 1),
+    (LeastAllocated(), 1), (BalancedAllocation(), 1), (ImageLocality(), 1), (RecentFailures(), 5),
 ))
 BIN_PACKING_PROFILE = Profile("bin-packing", (
     (TaintTolerationPreferred(), 3), (NodeAffinityPreferred(), 2), (MostAllocated(), 1), (ImageLocality(), 1),
+    (RecentFailures(), 5),
 ))
 HYBRID_PROFILE = Profile("hybrid", (
     (TaintTolerationPreferred(), 3), (NodeAffinityPreferred(), 2), (SelectorSpread(), 2),
-    (BalancedAllocation(), 2), (MostAllocated(), 1),
+    (BalancedAllocation(), 2), (MostAllocated(), 1), (RecentFailures(), 5),
 ))
 PROFILES: dict[str, Profile] = {p.name: p for p in (DEFAULT_PROFILE, BIN_PACKING_PROFILE, HYBRID_PROFILE)}
 

@@ -344,3 +344,27 @@ async def test_schedulers_by_name_and_leader_election(api):
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# --- Borg's avoidance of nodes where a controller's pods failed -----------------------------------
+
+async def test_a_controllers_pods_avoid_a_node_where_one_failed_to_start(api):
+    async with scheduling(api) as (c, s):
+        await c.create(node("n1"))
+        await c.create(node("n2"))
+        # Two healthy siblings on n2 and one on n1: spreading alone would send the next one to n1.
+        for name, where in (("web-a", "n2"), ("web-b", "n2"), ("web-c", "n1")):
+            await c.create(pod(name, owner="web", labels={"app": "web"}, nodeName=where))
+        await c.patch("pods", "web-c", {"status": {"phase": "Pending", "containerStatuses": [
+            {"name": "c", "image": "app:1", "imageID": "", "ready": False, "restartCount": 0,
+             "state": {"waiting": {"reason": "ErrImagePull", "message": "pull failed"}}}]}},
+            namespace="default", subresource="status")
+        await until(lambda: s.failures)
+        await c.create(pod("web-d", owner="web", labels={"app": "web"}))
+        assert await bound(c, "web-d") == {"web-d": "n2"}
+        code, out, err = await epctl(api, "explain-schedule", "pod/web-d")
+        assert code == 0, err
+        assert "score  RecentFailures: 0 x 5 = 0 (pods of its controller failed here recently)" in out
+        # Another controller's pod is not affected: it goes where spreading and free room say.
+        await c.create(pod("other", owner="other", labels={"app": "other"}))
+        assert await bound(c, "other") == {"other": "n1"}

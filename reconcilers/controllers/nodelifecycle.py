@@ -640,4 +640,9 @@ class _LifecycleController(Controller):
 
 
 def build(ctx: ControllerContext) -> list[Controller]:
+    if not ctx.nats_url:
+        # Without the leases there is nothing to judge nodes by; the other controllers still run.
+        log.error("node-lifecycle: no NATS URL (give --nats-url): node leases cannot be read, so this "
+                  "controller does not run")
+        return []
     return [NodeLifecycle(ctx).controller]

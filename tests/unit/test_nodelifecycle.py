@@ -183,3 +183,14 @@ def test_settings_from_options():
                                                   "large_cluster_threshold": "7"}})
     assert (s.eviction_rate, s.grace, s.default_toleration_seconds, s.lease_bucket, s.large_cluster_threshold) == \
         (0.5, 2.0, 1.0, "b", 7)
+
+
+def test_without_nats_the_controller_is_left_out(caplog):
+    from reconcilers.controllers.nodelifecycle import NodeLifecycle, build
+    from reconcilers.controllers.registry import ControllerContext
+
+    ctx = ControllerContext(client=None, informers=None, nats_url=None)
+    assert build(ctx) == []
+    assert "no NATS URL" in caplog.text
+    with pytest.raises(ValueError, match="needs the NATS URL"):
+        NodeLifecycle(ctx)

@@ -232,3 +232,22 @@ async def test_a_cronjob_fires_and_its_job_completes(api):
         assert "active" not in cj["status"]
         out = await api.ok("get", "cronjob", "tick")
         assert "* * * * *" in out
+
+
+async def test_deleting_a_running_job_leaves_no_pods_behind(api):
+    """kubectl delete job: the garbage collector deletes the pods, and the Job controller lets go of the
+    job-tracking finalizer that would otherwise hold them forever."""
+    from reconcilers.controllers import garbagecollector
+
+    async with controllers(api, job_controller.build, garbagecollector.build) as c, FakeKubelet(c, "default"):
+        await c.create(job_manifest("forever", parallelism=2, completions=4))
+
+        async def running():
+            pods = (await c.list("pods", namespace="default"))["items"]
+            return len([p for p in pods if p["status"].get("phase") == "Running"]) == 2
+        await wait_for(running)
+        await api.ok("delete", "job", "forever", "--wait=false")
+
+        async def empty():
+            return not (await c.list("pods", namespace="default"))["items"]
+        await wait_for(empty)

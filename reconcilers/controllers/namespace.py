@@ -8,7 +8,7 @@ discovery each time — deleted (Background propagation; the garbage collector
 follows owner references). What is still there (held by finalizers or a
 grace period) is reported in the namespace's status conditions as
 kube-controller-manager reports them, and the namespace is looked at again
-shortly. Once nothing is left, "kubernetes" is removed through
+after a delay (1 s, growing to 5 s). Once nothing is left, "kubernetes" is removed through
 `namespaces/{name}/finalize`, and the API deletes the namespace for good when
 no finalizer remains.
 
@@ -33,7 +33,9 @@ log = logging.getLogger("eventplane.reconcilers.namespace")
 
 Obj = dict[str, Any]
 FINALIZER = "kubernetes"
-RECHECK = 1.0  # seconds before a namespace whose content is still going is looked at again
+# Seconds before a namespace whose content is still going is looked at again: growing by half each time
+# up to a cap, as a pod's grace period or someone's finalizer may take a while.
+RECHECK, RECHECK_CAP = 1.0, 5.0
 
 # kube-controller-manager's condition types, in its order.
 DISCOVERY, PARSING, CONTENT_FAILURE, CONTENT_REMAINING, FINALIZERS_REMAINING = (
@@ -120,6 +122,7 @@ class NamespaceController:
         self.client = client
         self.informer = informer
         self.controller: Controller | None = None
+        self._passes: dict[str, int] = {}   # namespace → passes that left content behind
 
     async def delete_content(self, namespace: str, causation: int | None) -> Progress:
         progress = Progress()
@@ -172,6 +175,7 @@ class NamespaceController:
     async def reconcile(self, req: Request) -> None:
         ns = self.informer.store.get(req.key)
         if not terminating(ns):
+            self._passes.pop(req.key, None)
             return
         progress = await self.delete_content(req.name, req.causation)
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -184,13 +188,15 @@ class NamespaceController:
             if progress.done:
                 await self.client.update(finalize_body(ns), subresource="finalize", causation=req.causation)
                 log.info("namespace %s emptied and finalized", req.name)
+                self._passes.pop(req.key, None)
                 return
         except errors.NotFoundError:
             return
         except errors.ConflictError:
             pass  # the cache is behind: look again shortly
         if self.controller is not None:
-            self.controller.queue.add_after(req.key, RECHECK)
+            passes = self._passes[req.key] = self._passes.get(req.key, 0) + 1
+            self.controller.queue.add_after(req.key, min(RECHECK * 1.5 ** (passes - 1), RECHECK_CAP))
 
 
 def build(ctx: ControllerContext) -> list[Controller]:

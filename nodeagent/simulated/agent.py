@@ -280,6 +280,8 @@ class SimulatedNodes:
         now = time.time()
         plan = plan_pod(pod, host_ip=node.host_ip, pod_ip=pod_ip, now=now)
         if plan.delete:
+            if meta.get("deletionGracePeriodSeconds") == 0:
+                return    # deleted for good already; finalizers of others hold it
             try:
                 await self.client.delete("pods", meta["name"], namespace=meta.get("namespace"),
                                          grace_period_seconds=0, causation=request.causation)

@@ -428,13 +428,12 @@ class NodeLifecycle:
                 if z in states:
                     log.info("zone %r: %s", z, states[z])
             self._zone_states, self._all_full, self._zones_dirty = states, all_full, False
-            for z in changed:
-                size = sum(counts.get(z, [0, 0]))
-                self._limiter(z).set_rate(eviction_rate(states.get(z, NORMAL), size, all_full=all_full,
+            for z, state in states.items():   # every zone: a zone's size may have changed its rate
+                self._limiter(z).set_rate(eviction_rate(state, sum(counts[z]), all_full=all_full,
                                                         settings=self.settings))
-                for name, zone in self._zone_of.items():
-                    if zone == z:
-                        self.controller.queue.add(name)
+            for name, zone in self._zone_of.items():
+                if zone in changed:
+                    self.controller.queue.add(name)
         return self._zone_states
 
     def _limiter(self, zone: str) -> ZoneLimiter:

@@ -42,8 +42,8 @@ async def test_eviction_takes_a_disruption_from_the_budget_or_answers_429(api):
     status, err, _ = await api.http("POST", f"{PODS}/a/eviction", body=_eviction("a"))
     assert status == 429 and err["reason"] == "TooManyRequests"
     assert err["message"] == "Cannot evict pod as it would violate the pod's disruption budget."
-    assert err["details"]["causes"][0] == {"reason": "DisruptionBudget",
-                                           "message": "The disruption budget db is still being processed by the server."}
+    assert err["details"]["causes"][0] == {
+        "reason": "DisruptionBudget", "message": "The disruption budget db is still being processed by the server."}
     # The status the disruption controller would write: one disruption allowed.
     created["status"] = {"observedGeneration": 1, "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2,
                          "disruptionsAllowed": 1}

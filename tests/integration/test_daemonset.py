@@ -78,3 +78,42 @@ async def test_one_pod_per_eligible_node_following_nodes_and_rolling_update(api)
         assert min(counts) == 1 and counts[-1] == 2   # one node down at a time, then both back
         revisions = (await c.list("controllerrevisions", namespace="default"))["items"]
         assert sorted(r["revision"] for r in revisions) == [1, 2]
+
+
+async def test_with_the_scheduler_and_simulated_nodes(api, servers):
+    """No fake kubelet: the real scheduler binds each daemon pod by its matchFields affinity, and simulated
+    nodes (leases in NATS KV) make the pods Running and Ready."""
+    import asyncio
+    import contextlib
+    import uuid
+
+    from nodeagent.simulated import SimulatedNodes, SimulatorConfig
+    from reconcilers.scheduler.scheduler import run_scheduler
+
+    async with controllers(api, daemonset.build) as c:
+        config = SimulatorConfig(count=3, lease_bucket=f"leases-{uuid.uuid4().hex[:8]}", holder="test-ds")
+        tasks = [asyncio.create_task(SimulatedNodes(c, servers.nats_url, config).run()),
+                 asyncio.create_task(run_scheduler(c, identity="test-ds", leader_elect=False))]
+        try:
+            manifest = json.loads(json.dumps(MANIFEST))
+            del manifest["spec"]["template"]["spec"]["nodeSelector"]
+            await api.ok("apply", "-f", "-", input=json.dumps(manifest))
+
+            async def everywhere():
+                nodes = [n["metadata"]["name"] for n in (await c.list("nodes"))["items"]]
+                ds = await c.get("daemonsets", "agent", namespace="default")
+                st = ds.get("status") or {}
+                return len(nodes) == 3 and st.get("numberReady") == 3 and st.get("desiredNumberScheduled") == 3
+            await wait_for(everywhere, timeout=60)
+            pods = (await c.list("pods", namespace="default"))["items"]
+            assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(
+                n["metadata"]["name"] for n in (await c.list("nodes"))["items"])
+            for p in pods:
+                assert daemonset.pinned_to({"spec": {k: v for k, v in p["spec"].items() if k != "nodeName"}}) == \
+                    p["spec"]["nodeName"]
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t

@@ -91,3 +91,47 @@ async def test_ordered_creation_stable_claims_scale_and_rolling_update(api):
         assert len(claims) == 3
         out = await api.ok("get", "statefulset", "web")
         assert "1/1" in out
+
+
+async def test_with_local_path_volumes_the_scheduler_and_simulated_nodes(api, servers):
+    """StatefulSet + PV binder + the real scheduler + simulated nodes: each claim is provisioned by
+    local-path on the node its pod was scheduled to (WaitForFirstConsumer)."""
+    import asyncio
+    import contextlib
+    import uuid
+
+    from nodeagent.simulated import SimulatedNodes, SimulatorConfig
+    from reconcilers.controllers import pvbinder
+    from reconcilers.scheduler.scheduler import run_scheduler
+
+    async with controllers(api, statefulset.build, pvbinder.build, options={"data_dir": "/srv/ep"}) as c:
+        config = SimulatorConfig(count=2, lease_bucket=f"leases-{uuid.uuid4().hex[:8]}", holder="test-sts")
+        tasks = [asyncio.create_task(SimulatedNodes(c, servers.nats_url, config).run()),
+                 asyncio.create_task(run_scheduler(c, identity="test-sts", leader_elect=False))]
+        try:
+            await c.create({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                            "metadata": {"name": "local-path"}, "provisioner": pvbinder.PROVISIONER,
+                            "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete"})
+            manifest = json.loads(json.dumps(MANIFEST))
+            manifest["spec"]["replicas"] = 2
+            manifest["spec"]["volumeClaimTemplates"][0]["spec"]["storageClassName"] = "local-path"
+            await api.ok("apply", "-f", "-", input=json.dumps(manifest))
+            await api.ok("rollout", "status", "statefulset/web", "--timeout=60s", timeout=70)
+
+            async def all_bound():
+                claims = (await c.list("persistentvolumeclaims", namespace="default"))["items"]
+                return len(claims) == 2 and all(cl["status"].get("phase") == "Bound" for cl in claims)
+            await wait_for(all_bound, timeout=30)
+            for i in range(2):
+                pod = await c.get("pods", f"web-{i}", namespace="default")
+                claim = await c.get("persistentvolumeclaims", f"data-web-{i}", namespace="default")
+                pv = await c.get("persistentvolumes", claim["spec"]["volumeName"])
+                term = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+                assert term["values"] == [pod["spec"]["nodeName"]]
+                assert pv["spec"]["hostPath"]["path"] == f"/srv/ep/volumes/{pv['metadata']['name']}"
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t

@@ -11,6 +11,7 @@ import nats
 import pytest
 
 from eventplane.client import Client
+from eventplane.client.kubeconfig import ClusterAccess
 from eventplane.client.nodeleases import NodeLeases
 from eventplane.objects import errors
 from nodeagent.simulated import EXIT_CODE, RUN_SECONDS, SIMULATED_LABEL, SimulatedNodes, SimulatorConfig
@@ -218,3 +219,15 @@ async def test_restart_adopts_nodes_and_pods_without_writing(api, servers):
 def test_bad_settings_are_refused(kw, message):
     with pytest.raises(ValueError, match=message):
         SimulatorConfig(**kw)
+
+
+async def test_a_nats_client_or_no_nats_is_refused(servers):
+    client = Client.via_nats(servers.nats_url, "token")
+    try:
+        with pytest.raises(ValueError, match="REST client"):
+            SimulatedNodes(client, servers.nats_url, SimulatorConfig(count=1))
+    finally:
+        await client.close()
+    rest = Client.from_access(ClusterAccess(server="https://127.0.0.1:1"))
+    with pytest.raises(ValueError, match="need NATS for their leases"):
+        SimulatedNodes(rest, None, SimulatorConfig(count=1))

@@ -115,6 +115,14 @@ async def test_pod_runs_with_env_and_volumes_and_turns_ready(api, servers, docke
         assert inspected["HostConfig"]["NetworkMode"].startswith("container:")
         assert inspected["Config"]["Labels"][POD_UID] == p["metadata"]["uid"]
 
+        # Syncing again without any change writes nothing.
+        for _ in range(3):
+            for w in agent.workers.values():
+                w.wake()
+            await asyncio.sleep(0.3)
+        assert (await client.get("pods", "web", namespace="default"))["metadata"]["resourceVersion"] == \
+            p["metadata"]["resourceVersion"]
+
         # The agent's status write says which pod event it acted on, and that chain reaches the create.
         why = await client.why("pods", "web", namespace="default", resource_version=p["metadata"]["resourceVersion"])
         steps = why["steps"]

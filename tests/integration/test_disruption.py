@@ -61,6 +61,11 @@ async def test_eviction_takes_a_disruption_from_the_budget_or_answers_429(api):
         "The disruption budget db needs 1 healthy pods and has 2 currently"
     status, _, _ = await api.http("GET", f"{PODS}/b")
     assert status == 200
+    # Two budgets for one pod: the eviction subresource refuses to choose.
+    await api.http("POST", PDBS, body={**pdb, "metadata": {"name": "db2"}})
+    status, err, _ = await api.http("POST", f"{PODS}/b/eviction", body=_eviction("b"))
+    assert status == 500 and err["message"] == \
+        "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
     # A Pending pod is not protected by the budget.
     await api.http("POST", PODS, body=_pod("c", {"app": "db"}))
     status, _, _ = await api.http("POST", f"{PODS}/c/eviction", body=_eviction("c"))

@@ -251,3 +251,32 @@ async def test_deleting_a_running_job_leaves_no_pods_behind(api):
         async def empty():
             return not (await c.list("pods", namespace="default"))["items"]
         await wait_for(empty)
+
+
+async def test_job_with_the_scheduler_and_simulated_nodes(api, servers):
+    """No fake kubelet: the real scheduler binds the Job's pods, simulated nodes run them for 0.3 s."""
+    import uuid
+
+    from nodeagent.simulated import RUN_SECONDS, SimulatedNodes, SimulatorConfig
+    from reconcilers.scheduler.scheduler import run_scheduler
+
+    async with controllers(api, job_controller.build, options={"job_backoff_seconds": 0}) as c:
+        config = SimulatorConfig(count=2, lease_bucket=f"leases-{uuid.uuid4().hex[:8]}", holder="test-job")
+        tasks = [asyncio.create_task(SimulatedNodes(c, servers.nats_url, config).run()),
+                 asyncio.create_task(run_scheduler(c, identity="test-job", leader_elect=False))]
+        try:
+            manifest = job_manifest("sim", completions=4, parallelism=2)
+            manifest["spec"]["template"]["metadata"] = {"annotations": {RUN_SECONDS: "0.3"}}
+            before = (await c.list("pods", namespace="default"))["metadata"]["resourceVersion"]
+            await api.ok("apply", "-f", "-", input=json.dumps(manifest))
+            await api.ok("wait", "--for=condition=complete", "job/sim", "--timeout=60s", timeout=70)
+            pods = (await c.list("pods", namespace="default"))["items"]
+            assert len(pods) == 4 and all(p["spec"].get("nodeName") for p in pods)
+            events = await pod_events(c, "default", before, max(int(p["metadata"]["resourceVersion"]) for p in pods))
+            assert max_running(events) == 2
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 
 from .kubeconfig import ClusterAccess
 from .operation import Op, Reply
@@ -150,7 +151,7 @@ class RestTransport:
                     *lines, buffer = buffer.split(b"\n")
                     for line in lines:
                         if line.strip():
-                            yield json.loads(line)
+                            yield orjson.loads(line)  # several times faster: informers decode every event
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
                 return  # the stream broke midway; the caller resumes from the last resourceVersion
 
@@ -181,8 +182,8 @@ async def _body(response: aiohttp.ClientResponse) -> Any:
     raw = await response.read()
     if response.content_type.endswith("json") or raw[:1] in (b"{", b"["):
         try:
-            return json.loads(raw) if raw else {}
-        except ValueError:
+            return orjson.loads(raw) if raw else {}
+        except ValueError:  # orjson.JSONDecodeError is a ValueError
             pass
     return raw
 

@@ -70,39 +70,66 @@ def _type_ok(value: Any, node: Node) -> bool:
 
 
 def _walk(value: Any, node: Node, path: str, problems: FieldProblems, prune: bool) -> None:
-    if not _type_ok(value, node):
-        where = path or "(root)"
-        problems.type_errors.append(
-            f"json: cannot unmarshal {_json_type(value)} into Go struct field {where} of type "
-            f"{_GO_TYPE.get(node.type or '', node.type or 'value')}")
+    # Paths are formatted only for what is reported: most bodies have nothing to report.
+    _check(value, node, None, path, problems, prune)
+
+
+def _path(at: tuple | None, tail: str) -> str:
+    """The dotted path of a position: `at` is (parent, key or index), innermost last."""
+    keys = []
+    while at is not None:
+        at, key = at
+        keys.append(key)
+    out = tail
+    for key in reversed(keys):
+        out = f"{out}[{key}]" if type(key) is int else (f"{out}.{key}" if out else key)
+    return out
+
+
+_SIMPLE = {dict: "object", list: "array", str: "string"}  # exact types whose check is one comparison
+
+
+def _check(value: Any, node: Node, at: tuple | None, root: str, problems: FieldProblems, prune: bool) -> None:
+    simple = _SIMPLE.get(type(value))
+    t = node.type
+    if simple is None or t != simple or node.int_or_string or node.quantity:
+        if not _type_ok(value, node):
+            where = _path(at, root) or "(root)"
+            problems.type_errors.append(
+                f"json: cannot unmarshal {_json_type(value)} into Go struct field {where} of type "
+                f"{_GO_TYPE.get(node.type or '', node.type or 'value')}")
+            return
+        if node.is_open or node.int_or_string or node.quantity:
+            return
+    elif node.is_open:
         return
-    if node.is_open or node.int_or_string or node.quantity:
-        return
-    if isinstance(value, dict):
+    if type(value) is dict or isinstance(value, dict):
         if node.is_map:
             values = node.values()
             for k in list(value):
-                if value[k] is None and prune:
-                    del value[k]
-                elif values is not None and value[k] is not None:
-                    _walk(value[k], values, f"{path}.{k}" if path else k, problems, prune)
+                v = value[k]
+                if v is None:
+                    if prune:
+                        del value[k]
+                elif values is not None:
+                    _check(v, values, (at, k), root, problems, prune)
             return
+        field = node.field
         for k in list(value):
-            sub_path = f"{path}.{k}" if path else k
-            child = node.field(k)
+            child = field(k)
             if child is None:
-                problems.unknown.append(sub_path)
+                problems.unknown.append(_path((at, k), root))
                 if prune:
                     del value[k]
             elif value[k] is None:
                 if prune:
                     del value[k]
             else:
-                _walk(value[k], child, sub_path, problems, prune)
+                _check(value[k], child, (at, k), root, problems, prune)
     elif isinstance(value, list):
         items = node.items()
         if items is None:
             return
         for i, item in enumerate(value):
             if item is not None:
-                _walk(item, items, f"{path}[{i}]", problems, prune)
+                _check(item, items, (at, i), root, problems, prune)

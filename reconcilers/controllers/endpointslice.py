@@ -203,22 +203,24 @@ def _by_service(s: Obj) -> list[str]:
 
 class SliceWrites:
     """What this controller wrote, so a reconcile can tell whether the slices cache has caught up
-    (client-go's endpointSliceTracker): acting on a cache without our last write would duplicate it."""
+    (client-go's endpointSliceTracker): acting on a cache without our last write would duplicate it.
+    A write counts as seen once the informer has applied an event of that slice at or after the
+    write's position — its deletion included, so a slice removed by someone else does not wait."""
 
     def __init__(self) -> None:
-        self._written: dict[str, dict[str, int]] = {}   # service key → slice name → resourceVersion (0: deleted)
+        self._written: dict[str, dict[str, int]] = {}   # service key → slice key → position of our write
 
-    def note(self, key: str, name: str, rv: int) -> None:
-        self._written.setdefault(key, {})[name] = rv
+    def note(self, key: str, slice_: Obj) -> None:
+        m = _meta(slice_)
+        if m.get("name") and str(m.get("resourceVersion") or "").isdigit():
+            self._written.setdefault(key, {})[f"{m.get('namespace')}/{m['name']}"] = int(m["resourceVersion"])
 
-    def stale(self, key: str, cached: list[Obj]) -> bool:
+    def stale(self, key: str, position_of) -> bool:
         written = self._written.get(key)
         if not written:
             return False
-        have = {_meta(s)["name"]: int(_meta(s).get("resourceVersion") or 0) for s in cached}
-        for name, rv in list(written.items()):
-            if (rv == 0 and name in have) or (rv > 0 and have.get(name, 0) < rv):
-                return True
+        if any((position_of(k) or 0) < rv for k, rv in written.items()):
+            return True
         self._written.pop(key, None)
         return False
 
@@ -234,7 +236,7 @@ def build(ctx: ControllerContext) -> list[Controller]:
     async def reconcile(req: Request) -> None:
         service = services.store.get(req.key)
         existing = slices.store.by_index("service", req.key)
-        if written.stale(req.key, existing):
+        if written.stale(req.key, slices.position_of):
             raise Requeue()
         if service is None or service_selector(service) is None:
             if service is None:
@@ -245,15 +247,12 @@ def build(ctx: ControllerContext) -> list[Controller]:
         causation = causes.of(req)
         try:
             for name in todo.delete:
-                await ctx.client.delete("endpointslices.discovery.k8s.io", name, namespace=req.namespace,
-                                        causation=causation)
-                written.note(req.key, name, 0)
+                written.note(req.key, await ctx.client.delete("endpointslices.discovery.k8s.io", name,
+                                                              namespace=req.namespace, causation=causation))
             for obj in todo.update:
-                out = await ctx.client.update(obj, causation=causation)
-                written.note(req.key, _meta(out)["name"], int(_meta(out)["resourceVersion"]))
+                written.note(req.key, await ctx.client.update(obj, causation=causation))
             for obj in todo.create:
-                out = await ctx.client.create(obj, causation=causation)
-                written.note(req.key, _meta(out)["name"], int(_meta(out)["resourceVersion"]))
+                written.note(req.key, await ctx.client.create(obj, causation=causation))
         except errors.ConflictError:
             raise Requeue() from None
         except errors.NotFoundError:

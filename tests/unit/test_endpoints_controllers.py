@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from reconcilers.controllers.endpoints import endpoints_for, find_port, pod_changed, repack, should_be_in_endpoints
-from reconcilers.controllers.endpointslice import MANAGED_BY, SERVICE_NAME, plan
+from reconcilers.controllers.endpointslice import MANAGED_BY, SERVICE_NAME, SliceWrites, plan
 
 
 def svc(name="web", *, selector={"app": "web"}, ports=None, publish=False, cluster_ip="10.96.0.10", labels=None):
@@ -151,3 +151,17 @@ def test_placeholder_and_port_changes():
     p = plan(svc(), [pod("a", "10.0.0.1", port=9090)], existing)
     assert sorted(p.delete) == ["web-a", "web-b"] and p.create[0]["ports"][0]["port"] == 9090
     assert plan(svc(selector=None), [pod("a", "10.0.0.1")], existing).empty
+
+
+def test_slice_writes_wait_for_the_cache_to_see_them():
+    w = SliceWrites()
+    seen: dict[str, int] = {}
+    assert not w.stale("default/web", seen.get)
+    w.note("default/web", {"metadata": {"name": "web-a", "namespace": "default", "resourceVersion": "10"}})
+    w.note("default/web", {"metadata": {"name": "web-b", "namespace": "default", "resourceVersion": "12"}})
+    assert w.stale("default/web", seen.get)
+    seen["default/web-a"] = 10
+    assert w.stale("default/web", seen.get)
+    seen["default/web-b"] = 15   # a later event (its deletion by someone else, say) counts too
+    assert not w.stale("default/web", seen.get)
+    assert not w.stale("default/web", {}.get)  # forgotten once seen

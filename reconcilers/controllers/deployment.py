@@ -37,7 +37,7 @@ from eventplane.objects.selectors import LabelSelector
 from reconcilers.informer import BY_NAMESPACE, BY_OWNER, Informer, key_of
 from reconcilers.runner import Controller, Request, Requeue
 
-from .podcontrol import PodControl, claim, controller_ref, controller_ref_of
+from .podcontrol import BY_ORPHAN_NAMESPACE, PodControl, claim, controller_ref, controller_ref_of, orphan_namespace
 from .registry import ControllerContext
 
 log = logging.getLogger("eventplane.reconcilers.deployment")
@@ -887,6 +887,7 @@ class DeploymentController:
         self.client = ctx.client
         self.deployments: Informer = ctx.informers.informer("deployments.apps")
         self.sets: Informer = ctx.informers.informer("replicasets.apps")
+        self.sets.add_indexer(BY_ORPHAN_NAMESPACE, orphan_namespace)
         self.pods: Informer = ctx.informers.informer("pods")
         self.control = PodControl(ctx.client)
         self.controller = Controller("deployment-controller", self.deployments, self.sync, workers=workers)
@@ -937,9 +938,8 @@ class DeploymentController:
         """getReplicaSetsForDeployment: the sets this Deployment controls, adopting and releasing."""
         meta = d["metadata"]
         selector = LabelSelector.from_object(_spec(d).get("selector"))
-        candidates = self.sets.store.by_index(BY_OWNER, meta.get("uid") or "") + [
-            rs for rs in self.sets.store.by_index(BY_NAMESPACE, meta.get("namespace") or "")
-            if controller_ref_of(rs) is None]
+        candidates = self.sets.store.by_index(BY_OWNER, meta.get("uid") or "") + \
+            self.sets.store.by_index(BY_ORPHAN_NAMESPACE, meta.get("namespace") or "")
         decision = claim(d, selector, candidates)
         owned = list(decision.owned)
         for rs in decision.adopt:

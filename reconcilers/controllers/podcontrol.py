@@ -28,9 +28,9 @@ Obj = dict[str, Any]
 SLOW_START_INITIAL_BATCH_SIZE = 1   # controller.SlowStartInitialBatchSize
 EXPECTATIONS_TIMEOUT = 300.0         # controller.ExpectationsTimeout: 5 minutes
 
-__all__ = ["EXPECTATIONS_TIMEOUT", "Claim", "Expectations", "PodControl", "active_pods_sort_key", "claim",
+__all__ = ["BY_ORPHAN_NAMESPACE", "EXPECTATIONS_TIMEOUT", "Claim", "Expectations", "PodControl", "active_pods_sort_key", "claim",
            "controller_ref", "controller_ref_of", "deletion_cost", "filter_active_pods", "is_pod_active", "is_pod_available",
-           "is_pod_ready", "pod_from_template", "pod_ready_since", "pods_prefix", "selector_of",
+           "is_pod_ready", "orphan_namespace", "pod_from_template", "pod_ready_since", "pods_prefix", "selector_of",
            "slow_start_batches"]
 
 
@@ -49,6 +49,18 @@ def controller_ref_of(obj: Mapping[str, Any]) -> Obj | None:
         if ref.get("controller"):
             return ref
     return None
+
+
+BY_ORPHAN_NAMESPACE = "orphan-namespace"
+
+
+def orphan_namespace(obj: Mapping[str, Any]) -> list[str]:
+    """An index function: the namespace of an object no controller owns, so that a controller finds
+    the orphans it may adopt without scanning its whole namespace on every sync."""
+    if controller_ref_of(obj) is not None:
+        return []
+    ns = (obj.get("metadata") or {}).get("namespace")
+    return [ns] if ns else []
 
 
 def selector_of(obj: Mapping[str, Any]) -> LabelSelector:

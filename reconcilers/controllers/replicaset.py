@@ -30,7 +30,7 @@ from eventplane.objects import errors
 from reconcilers.informer import BY_NAMESPACE, BY_OWNER, Informer, key_of
 from reconcilers.runner import Controller, Request, Requeue
 
-from .podcontrol import (Expectations, PodControl, active_pods_sort_key, claim, controller_ref_of,
+from .podcontrol import (BY_ORPHAN_NAMESPACE, Expectations, orphan_namespace, PodControl, active_pods_sort_key, claim, controller_ref_of,
                          filter_active_pods, is_pod_available, is_pod_ready, selector_of, slow_start)
 from .registry import ControllerContext
 
@@ -40,6 +40,10 @@ Obj = dict[str, Any]
 
 BURST_REPLICAS = 500     # replicaset.BurstReplicas: at most this many creates or deletes per sync
 WORKERS = 5              # ConcurrentRSSyncs
+# Pod events wake their set after this long, so that a burst of them (a thousand pods created, bound
+# and started within seconds) costs one sync per window instead of one per event: a sync is O(pods of
+# the set), and Python pays for it. Creates never wait on it: they happen inside one sync.
+POD_EVENT_DELAY = 0.05
 REPLICA_FAILURE = "ReplicaFailure"
 
 __all__ = ["BURST_REPLICAS", "REPLICASET", "REPLICATION_CONTROLLER", "ReplicaDiff", "ReplicaSetController",
@@ -171,12 +175,14 @@ class ReplicaSetController:
     """The thin side: informers → keys → claim, decide, act, status. One per kind (RS, RC)."""
 
     def __init__(self, ctx: ControllerContext, kind: WorkloadKind = REPLICASET, *, workers: int = WORKERS,
-                 burst: int = BURST_REPLICAS) -> None:
+                 burst: int = BURST_REPLICAS, pod_event_delay: float = POD_EVENT_DELAY) -> None:
         self.kind = kind
+        self.pod_event_delay = pod_event_delay
         self.client = ctx.client
         self.burst = burst
         self.sets: Informer = ctx.informers.informer(kind.resource)
         self.pods: Informer = ctx.informers.informer("pods")
+        self.pods.add_indexer(BY_ORPHAN_NAMESPACE, orphan_namespace)
         self.expectations = Expectations()
         self.pod_control = PodControl(ctx.client)
         self.controller = Controller(f"{kind.kind.lower()}-controller", self.sets, self.sync, workers=workers)
@@ -184,6 +190,9 @@ class ReplicaSetController:
         self.pods.add_handler(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
 
     # --- pod events → keys ---
+
+    def _wake(self, key: str) -> None:
+        self.controller.queue.add_after(key, self.pod_event_delay)
 
     def _owner_key(self, pod: Mapping[str, Any]) -> str | None:
         ref = controller_ref_of(pod)
@@ -214,30 +223,30 @@ class ReplicaSetController:
             return
         key = self._owner_key(pod)
         if key is not None:
-            self.controller.queue.add(key)
+            self._wake(key)
         elif controller_ref_of(pod) is None:
             for k in self._matching_sets(pod):
-                self.controller.queue.add(k)
+                self._wake(k)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
         old_key, new_key = self._owner_key(old), self._owner_key(new)
         labels_changed = (old.get("metadata") or {}).get("labels") != (new.get("metadata") or {}).get("labels")
         if old_key != new_key and old_key is not None:
-            self.controller.queue.add(old_key)
+            self._wake(old_key)
         if new_key is not None:
-            self.controller.queue.add(new_key)
+            self._wake(new_key)
             rs = self.sets.store.get(new_key)
             min_ready = int(((rs or {}).get("spec") or {}).get("minReadySeconds") or 0)
             if min_ready > 0 and not is_pod_ready(old) and is_pod_ready(new):
                 self.controller.queue.add_after(new_key, float(min_ready))
         elif controller_ref_of(new) is None and (labels_changed or controller_ref_of(old) is not None):
             for k in self._matching_sets(new):
-                self.controller.queue.add(k)
+                self._wake(k)
 
     def _pod_deleted(self, pod: Obj) -> None:
         key = self._owner_key(pod)
         if key is not None:
-            self.controller.queue.add(key)
+            self._wake(key)
 
     # --- reconcile ---
 
@@ -245,9 +254,7 @@ class ReplicaSetController:
         """Pods this set may claim: those it controls, and the orphans of its namespace."""
         meta = rs["metadata"]
         owned = self.pods.store.by_index(BY_OWNER, meta.get("uid") or "")
-        orphans = [p for p in self.pods.store.by_index(BY_NAMESPACE, meta.get("namespace") or "")
-                   if controller_ref_of(p) is None]
-        return owned + orphans
+        return owned + self.pods.store.by_index(BY_ORPHAN_NAMESPACE, meta.get("namespace") or "")
 
     def _related(self, rs: Obj) -> list[Obj]:
         """Active pods of this set and of its siblings under the same controller (for ranking)."""

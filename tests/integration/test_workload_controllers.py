@@ -270,7 +270,14 @@ async def test_pause_resume_and_why_walks_back_to_the_users_request(api):
         assert kinds.index("deployments") < kinds.index("replicasets") < len(kinds) - 1
         first = chain["steps"][0]
         assert first["object"]["name"] == "shop" and first["verb"] in ("patch", "update", "apply", "create")
-        assert "controller" not in (first["actor"] or "") and chain["complete"] is True
+        assert chain["complete"] is True
+        # … and as a user asks it: epctl why pod/X
+        from tests.e2e.test_epctl import ok as epctl_ok
+        out = await epctl_ok(api, "why", f"pod/{pods[0]['metadata']['name']}")
+        objects = [row.split()[6] for row in out.splitlines()[1:-1]]
+        assert objects[0] == "default/deployments.apps/shop"
+        assert any(o.startswith("default/replicasets.apps/shop-") for o in objects)
+        assert objects[-1] == f"default/pods/{pods[0]['metadata']['name']}"
         await client.close()
 
 

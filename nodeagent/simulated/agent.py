@@ -10,8 +10,8 @@ the pods/status subresource) and to NATS only for the node leases
   when the resources, addresses or node info differ). A node of the same name
   that the simulator did not make is left alone and not served.
 - Leases: every node's lease is renewed every `renew_interval` seconds with
-  duration `lease_duration`; the node lifecycle controller turns a node
-  NotReady when its lease stops.
+  duration `lease_duration`; the node lifecycle controller turns a node's
+  Ready condition Unknown when its lease stops.
 - Pods: one informer for every bound pod (`spec.nodeName!=`), filtered here
   to this simulator's nodes, so that 1,000 nodes cost one watch. A work queue
   of pod keys feeds podstatus.plan_pod; a status is written only when it

@@ -36,8 +36,8 @@ from typing import Any
 
 from .shapes import container_id, image_id
 
-__all__ = ["DEFAULT_FINITE_RUN", "EXIT_CODE", "READY_SECONDS", "RUN_SECONDS", "Plan", "format_time", "is_terminal", "parse_time",
-           "plan_pod"]
+__all__ = ["DEFAULT_FINITE_RUN", "EXIT_CODE", "READY_SECONDS", "RUN_SECONDS", "Plan", "format_time", "is_terminal",
+           "parse_time", "plan_pod"]
 
 RUN_SECONDS = "sim.eventplane.io/run-seconds"
 EXIT_CODE = "sim.eventplane.io/exit-code"

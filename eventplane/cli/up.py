@@ -3,9 +3,14 @@
 Starts embedded PostgreSQL and NATS in the data directory (unless URLs of
 existing servers are given), applies migrations, writes DIR/endpoints.json for
 `eventplane status` and the other commands, then runs the components that
-exist in this process until SIGINT or SIGTERM: today the relay. Stopping
-cancels the components, then stops NATS, then PostgreSQL. A later `up` on the
-same directory resumes with all its data.
+exist in this process until SIGINT or SIGTERM: the relay, the API server, the
+scheduler, the controller manager and a node agent for this machine (Docker
+when its socket answers, else host processes), each leader-elected or
+node-scoped as if it ran alone (`--no-scheduler`, `--no-controllers`,
+`--no-nodeagent` leave one out; `--simulated-nodes N` adds N kwok-like nodes for
+scale experiments). Stopping cancels the components (containers keep running,
+as they do when a kubelet stops: the next `up` adopts them), then stops NATS,
+then PostgreSQL. A later `up` on the same directory resumes with all its data.
 
 One `up` per data directory at a time: it holds DIR/up.lock for its life.
 """
@@ -13,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
 import signal
+import socket
 import time
 from contextlib import ExitStack, closing
 from dataclasses import replace
@@ -27,8 +34,10 @@ import asyncpg
 
 from eventplane import config
 from eventplane.api.server import ApiServer
+from eventplane.auth.certs import issue_client_cert
 from eventplane.auth.kubeconfig import default_path, merge_into, write_kubeconfig
 from eventplane.bus import BusConfig, run_relay
+from eventplane.client import Client
 from eventplane.config import ConfigError, Endpoints
 from eventplane.embedded import EmbeddedNats, EmbeddedPostgres
 from eventplane.store import migrate
@@ -52,6 +61,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     options.add_api_options(p)
     p.add_argument("--no-kubeconfig-merge", action="store_true",
                    help="write DIR/kubeconfig only; leave ~/.kube/config alone")
+    group = p.add_argument_group("components")
+    group.add_argument("--no-scheduler", action="store_true", help="do not run the scheduler")
+    group.add_argument("--no-controllers", action="store_true", help="do not run the controller manager")
+    group.add_argument("--controllers", metavar="A,B", default=None,
+                       help="the controllers to run (names, `all`, `-name`; default: the default set)")
+    group.add_argument("--no-nodeagent", action="store_true", help="do not run a node agent for this machine")
+    group.add_argument("--node-name", default=os.environ.get("EVENTPLANE_NODE_NAME") or socket.gethostname().lower(),
+                       help="this machine's Node (default: $EVENTPLANE_NODE_NAME or the host name)")
+    group.add_argument("--runtime", choices=("auto", "docker", "process"), default="auto",
+                       help="the node agent's runtime (default: Docker when its socket answers, else host "
+                            "processes, which are not isolated)")
+    group.add_argument("--simulated-nodes", type=int, default=0, metavar="N",
+                       help="also run N simulated nodes (kwok-like: pods turn Running without containers; for "
+                            "scale tests)")
     p.set_defaults(func=up_command)
 
 
@@ -107,8 +130,13 @@ async def _serve(stop: StopRequest, data_dir: Path, endpoints: Endpoints, bus: B
                 kubeconfig = write_admin_kubeconfig(api, data_dir, merge=not args.no_kubeconfig_merge)
                 final = replace(endpoints, api_url=api.url, kubeconfig=str(kubeconfig))
                 path = final.write(data_dir)
-                print(summary(data_dir, path, final), flush=True)
-                await asyncio.Event().wait()
+                async with contextlib.AsyncExitStack() as clients:
+                    def client_as(component: str, user: str, groups: tuple[str, ...] = ()) -> Client:
+                        config = write_component_kubeconfig(api, data_dir, component, user, groups)
+                        return Client.from_kubeconfig(str(config), user_agent=f"eventplane-{component}")
+                    started = await start_components(tasks, client_as, clients, endpoints.nats_url, data_dir, args)
+                    print(summary(data_dir, path, final, started), flush=True)
+                    await asyncio.Event().wait()
             finally:
                 await asyncio.shield(api.stop())
 
@@ -124,6 +152,63 @@ async def _serve(stop: StopRequest, data_dir: Path, endpoints: Endpoints, bus: B
     return 0
 
 
+async def start_components(tasks: asyncio.TaskGroup, client_as, clients: contextlib.AsyncExitStack, nats_url: str,
+                           data_dir: Path, args: argparse.Namespace) -> list[str]:
+    """The scheduler, controllers and node agent as tasks of `up`, each through the same entry point as
+    its own command and each as its own user — Kubernetes' names, so history and audit say who acted
+    (system:kube-scheduler, system:kube-controller-manager, system:node:NAME); returns a line per
+    component for the summary."""
+    from nodeagent import choose_runtime, run_nodeagent
+    from nodeagent.simulated import run_simulated_nodes
+    from reconcilers.manager import resolve_names, run_controllers
+    from reconcilers.scheduler.scheduler import run_scheduler
+
+    identity = f"{socket.gethostname().lower()}_{os.getpid()}"
+    lines = []
+    if not args.no_scheduler:
+        client = await clients.enter_async_context(client_as("scheduler", "system:kube-scheduler"))
+        tasks.create_task(run_scheduler(client, identity=identity), name="scheduler")
+        lines.append("scheduler   default-scheduler (leader-elected)")
+    if not args.no_controllers:
+        try:
+            names = resolve_names(args.controllers)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        client = await clients.enter_async_context(client_as("controllers", "system:kube-controller-manager"))
+        tasks.create_task(run_controllers(client, names=names, identity=identity, nats_url=nats_url),
+                          name="controllers")
+        lines.append(f"controllers {', '.join(sorted(names))}")
+    if not args.no_nodeagent:
+        state_dir = data_dir / "nodeagent"
+        runtime = await choose_runtime(None if args.runtime == "auto" else args.runtime, args.node_name,
+                                       data_dir=state_dir)
+        client = await clients.enter_async_context(
+            client_as("nodeagent", f"system:node:{args.node_name}", ("system:nodes",)))
+        tasks.create_task(run_nodeagent(client, nats_url, node_name=args.node_name, runtime=runtime,
+                                        data_dir=state_dir), name="nodeagent")
+        isolation = "containers" if runtime.name == "docker" else "host processes, NOT isolated"
+        lines.append(f"node        {args.node_name} (runtime {runtime.name}: {isolation})")
+    if args.simulated_nodes > 0:
+        client = await clients.enter_async_context(
+            client_as("simulated-nodes", "system:node:simulated", ("system:nodes",)))
+        tasks.create_task(run_simulated_nodes(client, nats_url, count=args.simulated_nodes), name="simulated-nodes")
+        lines.append(f"simulated   {args.simulated_nodes} nodes (no containers: a tool for scale tests)")
+    return lines
+
+
+def write_component_kubeconfig(api: ApiServer, data_dir: Path, component: str, user: str,
+                               groups: tuple[str, ...]) -> Path:
+    """DIR/components/NAME.kubeconfig: a client certificate for `user` signed by the cluster CA, made
+    anew on every start (it lives as long as this `up`; the same file runs the component as a process
+    of its own: `eventplane scheduler --kubeconfig DIR/components/scheduler.kubeconfig`)."""
+    path = data_dir / "components" / f"{component}.kubeconfig"
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    cert, key = issue_client_cert(api.pki, user, groups)
+    write_kubeconfig(path, server_url=api.url, ca_pem=api.pki.ca_pem, user_name=user, client_cert_pem=cert,
+                     client_key_pem=key)
+    return path
+
+
 def write_admin_kubeconfig(api: ApiServer, data_dir: Path, *, merge: bool) -> Path:
     """DIR/kubeconfig for the admin, merged into the user's kubeconfig as kind does (unless told not to)."""
     path = data_dir / "kubeconfig"
@@ -136,7 +221,7 @@ def write_admin_kubeconfig(api: ApiServer, data_dir: Path, *, merge: bool) -> Pa
     return path
 
 
-def summary(data_dir: Path, endpoints_path: Path, e: Endpoints) -> str:
+def summary(data_dir: Path, endpoints_path: Path, e: Endpoints, components: list[str] = ()) -> str:
     def how(name: str) -> str:
         return f"embedded, pid {e.pids[name]}" if e.embedded.get(name) else "external"
 
@@ -148,6 +233,7 @@ def summary(data_dir: Path, endpoints_path: Path, e: Endpoints) -> str:
         f"  api         {e.api_url}",
         f"  kubeconfig  {e.kubeconfig}",
         f"  endpoints   {endpoints_path}",
+        *(f"  {line}" for line in components),
         "Stop with Ctrl-C.",
     ])
 

@@ -93,6 +93,12 @@ class Launched:
         return self.proc.returncode
 
 
+# The tests of the embedded servers' life cycle count events exactly: they run `up` without the
+# components that write on their own (the node agent registers its node, controllers make
+# ServiceAccounts); tests/e2e/test_up_workloads.py runs the whole system.
+QUIET = ("--no-scheduler", "--no-controllers", "--no-nodeagent")
+
+
 @pytest.fixture
 def launch(tmp_path):
     launched: list[Launched] = []
@@ -193,7 +199,7 @@ async def stream_last_seq(nats_url: str, stream: str, *, at_least: int, timeout:
 @pytest.mark.slow
 async def test_up_stops_cleanly_and_resumes_with_its_data(tmp_path, launch):
     data = tmp_path / "data"
-    up = launch("up", "--data-dir", str(data))
+    up = launch("up", "--data-dir", str(data), *QUIET)
     report = await wait_until_up(data, up)
     assert report["data_dir"] == str(data)
     assert report["api"]["url"].startswith("https://127.0.0.1:") and report["api"]["up"]
@@ -211,7 +217,7 @@ async def test_up_stops_cleanly_and_resumes_with_its_data(tmp_path, launch):
     down = json.loads((await eventplane("status", "--data-dir", str(data), "-o", "json")).out)
     assert not down["database"]["up"] and not down["nats"]["up"]
 
-    again = launch("up", "--data-dir", str(data))
+    again = launch("up", "--data-dir", str(data), *QUIET)
     await wait_until_up(data, again)
     second = endpoints(data)
     async with EventStore.connect(second["database_url"]) as store:
@@ -225,7 +231,7 @@ async def test_up_stops_cleanly_and_resumes_with_its_data(tmp_path, launch):
 @pytest.mark.slow
 async def test_up_after_a_killed_up_resumes_and_no_server_outlives_it(tmp_path, launch):
     data = tmp_path / "data"
-    up = launch("up", "--data-dir", str(data))
+    up = launch("up", "--data-dir", str(data), *QUIET)
     await wait_until_up(data, up)
     base = await head_of(endpoints(data)["database_url"])
     await append_configmaps(endpoints(data)["database_url"], 2)
@@ -235,7 +241,7 @@ async def test_up_after_a_killed_up_resumes_and_no_server_outlives_it(tmp_path, 
     try:
         # The servers end with the process that started them (PR_SET_PDEATHSIG), and a new
         # `up` stops whatever is still shutting down before it starts its own.
-        second = launch("up", "--data-dir", str(data))
+        second = launch("up", "--data-dir", str(data), *QUIET)
         await wait_until_up(data, second)
         assert gone(left["postgres"]) and gone(left["nats"])
         async with EventStore.connect(endpoints(data)["database_url"]) as store:
@@ -259,7 +265,7 @@ async def test_up_uses_existing_servers_by_url(tmp_path, launch):
     try:
         ns.start()
         data = tmp_path / "data"
-        up = launch("up", "--data-dir", str(data), "--database-url", pg.url, "--nats-url", ns.url)
+        up = launch("up", "--data-dir", str(data), *QUIET, "--database-url", pg.url, "--nats-url", ns.url)
         await wait_until_up(data, up)
         assert not (data / "postgres").exists() and not (data / "nats").exists()
         e = endpoints(data)

@@ -20,8 +20,9 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
+from eventplane.objects import errors
 from reconcilers.informer import Informer
-from reconcilers.runner import Controller
+from reconcilers.runner import Controller, Requeue
 
 Obj = dict[str, Any]
 
@@ -215,7 +216,12 @@ class WorkloadController(Controller):
 
     def __init__(self, name: str, informer: Informer, reconcile: Any, *, secondary: Iterable[Informer] = (),
                  workers: int = 1) -> None:
-        super().__init__(name, informer, reconcile, workers=workers)
+        async def reconciling(request: Any) -> None:
+            try:
+                await reconcile(request)
+            except errors.ConflictError as exc:   # someone wrote first: expected, retried quietly with backoff
+                raise Requeue(str(exc)) from exc
+        super().__init__(name, informer, reconciling, workers=workers)
         self.secondary = list(secondary)
 
     async def run(self) -> None:

@@ -155,17 +155,8 @@ async def test_indexed_job_gives_each_pod_its_index(api):
 
 async def test_active_deadline_and_ttl_after_finished(api):
     async with controllers(api, job_controller.build) as c, FakeKubelet(c, "default"):   # pods run forever
-        await c.create(job_manifest("slow", activeDeadlineSeconds=1, ttlSecondsAfterFinished=1, parallelism=2,
+        await c.create(job_manifest("slow", activeDeadlineSeconds=1, ttlSecondsAfterFinished=2, parallelism=2,
                                     completions=2))
-        await api.ok("wait", "--for=condition=failed", "job/slow", "--timeout=30s", timeout=40)
-        job = await c.get("jobs", "slow", namespace="default")
-        failed = condition(job, "Failed")
-        assert (failed["reason"], failed["message"]) == ("DeadlineExceeded",
-                                                         "Job was active longer than specified deadline")
-
-        async def pods_gone():
-            return not (await c.list("pods", namespace="default"))["items"]
-        await wait_for(pods_gone)   # running pods deleted (unbound: at once, once the finalizer is off)
 
         async def job_gone():
             try:
@@ -173,9 +164,19 @@ async def test_active_deadline_and_ttl_after_finished(api):
             except Exception as exc:   # NotFound once the TTL passed
                 return "not found" in str(exc).lower()
             return False
-        await wait_for(job_gone, timeout=20)
+        await wait_for(job_gone, timeout=30)
         h = await c.history("jobs", "slow", namespace="default")
         assert h["items"][-1]["type"] == "Deleted" and h["items"][-1]["causation"] is not None
+        # the Job as it was just before the TTL removed it (time travel): failed on its deadline
+        job = await c.get_at("jobs", "slow", h["items"][-2]["resourceVersion"], namespace="default")
+        failed = condition(job, "Failed")
+        assert (failed["reason"], failed["message"]) == ("DeadlineExceeded",
+                                                         "Job was active longer than specified deadline")
+        assert job["status"].get("active", 0) == 0 and job["status"]["failed"] == 2
+
+        async def pods_gone():
+            return not (await c.list("pods", namespace="default"))["items"]
+        await wait_for(pods_gone)   # running pods deleted (unbound: at once, once the finalizer is off)
 
 
 @pytest.mark.parametrize("suspend_first", [True])

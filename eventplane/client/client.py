@@ -272,11 +272,15 @@ class Client:
     async def delete(self, resource: ResourceArg, name: str, *, namespace: str | None = None,
                      propagation_policy: str | None = None, grace_period_seconds: int | None = None,
                      dry_run: bool = False, causation: int | None = None,
-                     idempotency_key: str | None = None) -> dict[str, Any]:
-        """The object as deleted (with deletionTimestamp while finalizers or a grace period hold it)."""
+                     idempotency_key: str | None = None,
+                     preconditions: dict[str, str] | None = None) -> dict[str, Any]:
+        """The object as deleted (with deletionTimestamp while finalizers or a grace period hold it).
+        `preconditions` ({"uid": …} and/or {"resourceVersion": …}): delete only that incarnation/version,
+        else ConflictError — as the kubelet deletes a pod by UID."""
         info = await self.resolve(resource)
         return await self._call(Op("delete", info, self._namespace(info, namespace), name,
                                    propagation_policy=propagation_policy, grace_period_seconds=grace_period_seconds,
+                                   preconditions=preconditions,
                                    write=Write(dry_run, None, False, None, causation, idempotency_key)))
 
     # --- plumbing -------------------------------------------------------------------------------

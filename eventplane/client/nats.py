@@ -279,6 +279,8 @@ def _body(op: Op) -> dict[str, Any]:
         options["propagationPolicy"] = op.propagation_policy
     if op.grace_period_seconds is not None:
         options["gracePeriodSeconds"] = op.grace_period_seconds
+    if op.preconditions:
+        options["preconditions"] = op.preconditions
     if options:
         body["options"] = options
     return body

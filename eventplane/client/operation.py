@@ -48,6 +48,7 @@ class Op:
     table: bool = False  # answer as a meta.k8s.io Table
     propagation_policy: str | None = None
     grace_period_seconds: int | None = None
+    preconditions: dict[str, str] | None = None  # delete: {"uid": …, "resourceVersion": …}
     write: Write = field(default_factory=Write)
     as_of: str | None = None  # get and list: time travel (a resourceVersion, an RFC 3339 time, or -10m)
     # watch only

@@ -252,6 +252,8 @@ def _request(op: Op) -> tuple[str, str, dict[str, str], dict[str, str], bytes | 
             options["propagationPolicy"] = op.propagation_policy
         if op.grace_period_seconds is not None:
             options["gracePeriodSeconds"] = op.grace_period_seconds
+        if op.preconditions:
+            options["preconditions"] = op.preconditions
         params = {k: v for k, v in _write_params(op).items() if k == "dryRun"}
         if not op.name:
             params.update(_read_params(op))

@@ -290,10 +290,12 @@ class SimulatedNodes:
             if meta.get("deletionGracePeriodSeconds") == 0:
                 return    # deleted for good already; finalizers of others hold it
             try:
+                # By UID, as the kubelet does: never a pod recreated under the same name meanwhile.
                 await self.client.delete("pods", meta["name"], namespace=meta.get("namespace"),
-                                         grace_period_seconds=0, causation=request.causation)
+                                         grace_period_seconds=0, preconditions={"uid": uid},
+                                         causation=request.causation)
                 self.stats.deletions += 1
-            except errors.NotFoundError:
+            except (errors.NotFoundError, errors.ConflictError):
                 pass
         elif plan.status is not None:
             first_start = not current.get("startTime")

@@ -160,7 +160,9 @@ async def test_bound_pods_run_end_and_are_deleted(api, servers):
         term = failed["status"]["containerStatuses"][0]["state"]["terminated"]
         assert (term["exitCode"], term["reason"]) == (3, "Error")
 
-        # Deleting a pod: the node stops it and deletes it for good, without waiting its grace period.
+        # Deleting a pod: the node stops it and deletes it for good (by UID), without waiting its grace period.
+        with pytest.raises(errors.ConflictError, match="Precondition failed"):
+            await c.delete("pods", "web", preconditions={"uid": "not-its-uid"}, grace_period_seconds=0)
         deleting = await c.delete("pods", "web")
         assert deleting["metadata"].get("deletionTimestamp")      # held by its grace period of 30 s
 

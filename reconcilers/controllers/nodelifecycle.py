@@ -569,8 +569,9 @@ class NodeLifecycle:
         try:
             await self.client.patch("pods", pod_name, {"status": {"conditions": [condition]}}, type="strategic",
                                     namespace=ns, subresource="status", causation=causation)
-            await self.client.delete("pods", pod_name, namespace=ns, causation=causation)
-        except errors.NotFoundError:
+            await self.client.delete("pods", pod_name, namespace=ns, preconditions={"uid": meta.get("uid", "")},
+                                     causation=causation)
+        except (errors.NotFoundError, errors.ConflictError):   # gone, or another pod of that name by now
             return
         self.events.record(pod, "Normal", "TaintManagerEviction", f"Marking for deletion Pod {ns}/{pod_name}",
                            causation=causation)

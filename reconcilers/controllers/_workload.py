@@ -292,3 +292,49 @@ def pick_revisions(owner: Obj, revisions: list[Obj], template: Obj | None, *, ap
     rev = new_revision(owner, api_version=api_version, kind=kind, data=data, number=newest + 1,
                        hash_=revision_hash(data, collision), labels=labels)
     return rev, rev, None
+
+
+# --- adoption -------------------------------------------------------------------------------------
+
+async def claim_pods(client: Any, owner: Obj, candidates: list[Obj], *, api_version: str, kind: str,
+                     causation: int | None, barrier: ReadBarrier, key: str, informer: Informer) -> list[Obj]:
+    """ClaimPods: the pods `owner` controls after adopting matching orphans (a set deleted with
+    --cascade=orphan and made again takes its pods back) and releasing its pods that stopped matching.
+    Patches carry the pod's resourceVersion, so a pod changed meanwhile is left to the next round."""
+    from .podcontrol import claim, selector_of
+
+    decided = claim(owner, selector_of(owner), candidates)
+    ref = owner_reference(owner, api_version=api_version, kind=kind)
+    owned = [p for p in decided.owned if p not in decided.adopt]
+    for pod, adding in [*((p, True) for p in decided.adopt), *((p, False) for p in decided.release)]:
+        refs = [r for r in meta(pod).get("ownerReferences") or [] if r.get("uid") != ref["uid"]]
+        patch = {"metadata": {"ownerReferences": [*refs, ref] if adding else refs,
+                              "resourceVersion": meta(pod).get("resourceVersion")}}
+        try:
+            out = await client.patch("pods", meta(pod)["name"], patch, namespace=meta(pod).get("namespace"),
+                                     causation=causation)
+        except (errors.ConflictError, errors.NotFoundError):
+            continue
+        barrier.wrote(key, informer, out)
+        if adding:
+            owned.append(out)
+    return owned
+
+
+async def create_or_adopt_revision(client: Any, revision: Obj, *, causation: int | None) -> Obj | None:
+    """Create a ControllerRevision; if one of that name exists with no controller and the same data (its
+    owner was deleted with --cascade=orphan and made again), adopt it instead. None if neither."""
+    m = meta(revision)
+    try:
+        return await client.create(revision, namespace=m.get("namespace"), causation=causation)
+    except errors.AlreadyExistsError:
+        existing = await client.get("controllerrevisions", m["name"], namespace=m.get("namespace"))
+    if controller_of(existing) is not None or existing.get("data") != revision.get("data"):
+        return None
+    try:
+        return await client.patch("controllerrevisions", m["name"], {"metadata": {
+            "ownerReferences": [*(meta(existing).get("ownerReferences") or []), *m["ownerReferences"]],
+            "resourceVersion": meta(existing).get("resourceVersion")}}, namespace=m.get("namespace"),
+            causation=causation)
+    except (errors.ConflictError, errors.NotFoundError):
+        return None

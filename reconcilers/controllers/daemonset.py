@@ -292,15 +292,14 @@ class DaemonSetController:
         if ds is None or w.deleting(ds):
             return
         uid = w.meta(ds)["uid"]
-        plan = decide(ds, self.nodes.store.list(), self.pods.store.by_index("owner", uid),
-                      self.revisions.store.by_index("owner", uid), self.clock())
+        pods = await w.claim_pods(self.client, ds, self.pods.store.by_index("namespace", req.namespace),
+                                  api_version="apps/v1", kind="DaemonSet", causation=req.causation,
+                                  barrier=self.barrier, key=key, informer=self.pods)
+        plan = decide(ds, self.nodes.store.list(), pods, self.revisions.store.by_index("owner", uid), self.clock())
         c, ns, cause = self.client, req.namespace, req.causation
         if plan.create_revision is not None:
-            try:
-                self.barrier.wrote(key, self.revisions, await c.create(plan.create_revision, namespace=ns,
-                                                                       causation=cause))
-            except errors.AlreadyExistsError:
-                pass
+            self.barrier.wrote(key, self.revisions, await w.create_or_adopt_revision(c, plan.create_revision,
+                                                                                     causation=cause))
         if plan.bump_revision is not None:
             self.barrier.wrote(key, self.revisions, await c.update(plan.bump_revision, namespace=ns, causation=cause))
         for name in plan.delete:

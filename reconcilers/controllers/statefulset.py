@@ -258,7 +258,9 @@ class StatefulSetController:
         if sts is None or w.deleting(sts):
             return
         uid = w.meta(sts)["uid"]
-        pods = self.pods.store.by_index("owner", uid)
+        pods = await w.claim_pods(self.client, sts, self.pods.store.by_index("namespace", req.namespace),
+                                  api_version="apps/v1", kind="StatefulSet", causation=req.causation,
+                                  barrier=self.barrier, key=key, informer=self.pods)
         claims = {w.meta(c)["name"]: c for c in self.claims.store.by_index("namespace", req.namespace)}
         revisions = self.revisions.store.by_index("owner", uid)
         plan = decide(sts, pods, claims, revisions, self.clock())
@@ -267,11 +269,8 @@ class StatefulSetController:
     async def apply(self, key: str, req: Request, sts: Obj, plan: StsPlan) -> None:
         c, ns, cause = self.client, req.namespace, req.causation
         if plan.create_revision is not None:
-            try:
-                self.barrier.wrote(key, self.revisions, await c.create(plan.create_revision, namespace=ns,
-                                                                       causation=cause))
-            except errors.AlreadyExistsError:
-                pass
+            self.barrier.wrote(key, self.revisions, await w.create_or_adopt_revision(c, plan.create_revision,
+                                                                                     causation=cause))
         if plan.bump_revision is not None:
             self.barrier.wrote(key, self.revisions, await c.update(plan.bump_revision, namespace=ns, causation=cause))
         for claim in plan.create_claims:

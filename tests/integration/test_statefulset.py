@@ -135,3 +135,33 @@ async def test_with_local_path_volumes_the_scheduler_and_simulated_nodes(api, se
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+
+
+async def test_a_set_deleted_with_orphan_cascade_and_made_again_adopts_its_pods(api):
+    from reconcilers.controllers import garbagecollector
+
+    async with controllers(api, statefulset.build, garbagecollector.build) as c, FakeKubelet(c, "default"):
+        manifest = json.loads(json.dumps(MANIFEST))
+        manifest["spec"]["replicas"] = 2
+        await api.ok("apply", "-f", "-", input=json.dumps(manifest))
+        await api.ok("rollout", "status", "statefulset/web", "--timeout=60s", timeout=70)
+        uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in (await c.list("pods", namespace="default"))["items"]}
+        await api.ok("delete", "statefulset", "web", "--cascade=orphan")
+
+        async def orphaned():
+            pods = (await c.list("pods", namespace="default"))["items"]
+            return len(pods) == 2 and all(not p["metadata"].get("ownerReferences") for p in pods)
+        await wait_for(orphaned)
+        await api.ok("apply", "-f", "-", input=json.dumps(manifest))
+        sts = await c.get("statefulsets", "web", namespace="default")
+
+        async def adopted():
+            pods = (await c.list("pods", namespace="default"))["items"]
+            return len(pods) == 2 and all((p["metadata"].get("ownerReferences") or [{}])[0].get("uid")
+                                          == sts["metadata"]["uid"] for p in pods)
+        await wait_for(adopted)
+        await api.ok("rollout", "status", "statefulset/web", "--timeout=60s", timeout=70)
+        pods = (await c.list("pods", namespace="default"))["items"]
+        assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods} == uids   # the same pods, not new ones
+        revisions = (await c.list("controllerrevisions", namespace="default"))["items"]
+        assert [r["metadata"]["ownerReferences"][0]["uid"] for r in revisions] == [sts["metadata"]["uid"]]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import uuid
 from collections.abc import Callable
 
 from aiohttp import web
@@ -15,7 +14,7 @@ from aiohttp import web
 from eventplane.objects import errors
 from eventplane.objects.schema import Catalog
 
-from . import audit, codec, discovery, openapiv2pb
+from . import audit, codec, discovery, openapiv2pb, strategy
 from .history import HistoryHandler
 from .integrity import IntegrityHandler
 from .openapi import OpenAPI
@@ -44,7 +43,7 @@ def build_app(*, authenticate: Callable, catalog: Callable[[], Catalog], resourc
               auditor: audit.Auditor | None = None) -> web.Application:
     @web.middleware
     async def errors_and_auth(request: web.Request, handler):
-        request["request_id"] = request.headers.get("X-Request-Id") or str(uuid.uuid4())
+        request["request_id"] = request.headers.get("X-Request-Id") or strategy.new_uid()
         try:
             user = authenticate(request)
             if user is None and request.path.rstrip("/") not in PUBLIC_PATHS and \

@@ -34,6 +34,7 @@ from eventplane.store.audit import AuditQuery, AuditRecord, AuditWriter, query_a
 
 from . import codec
 from .requestinfo import parse_path
+from .strategy import new_uuid
 
 log = logging.getLogger("eventplane.api.audit")
 
@@ -113,7 +114,7 @@ class Auditor:
             request_object, response_object = _without_secrets(request_object, response_object, annotations)
             forwarded = [ip.strip() for ip in request.headers.get("X-Forwarded-For", "").split(",") if ip.strip()]
             self.writer.record(AuditRecord(
-                audit_id=uuid.uuid4(), stage=stage, level=decision.level.value, time_received=received,
+                audit_id=new_uuid(), stage=stage, level=decision.level.value, time_received=received,
                 time_completed=now(), user_name=attrs.user, user_groups=attrs.groups, verb=attrs.verb,
                 request_uri=request.path_qs, outcome=outcome(code), transport="rest", **info_fields,
                 source_ip=", ".join([*forwarded, request.remote or ""]).strip(", ") or None,
@@ -163,7 +164,7 @@ class Auditor:
             response_object = value if decision.level is Level.REQUEST_RESPONSE else None
             request_object, response_object = _without_secrets(request_object, response_object, annotations)
             self.writer.record(AuditRecord(
-                audit_id=uuid.uuid4(), stage="ResponseComplete", level=decision.level.value, time_received=received,
+                audit_id=new_uuid(), stage="ResponseComplete", level=decision.level.value, time_received=received,
                 time_completed=now(), user_name=user.name, user_groups=tuple(user.groups), verb=verb,
                 request_uri=subject, outcome=outcome(code), transport="nats", **fields,
                 user_agent=headers.get("User-Agent"), response_code=code,

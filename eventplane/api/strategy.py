@@ -9,6 +9,7 @@ current object; their result is what the registry appends.
 from __future__ import annotations
 
 import copy
+import os
 import random
 import time
 import uuid
@@ -35,6 +36,34 @@ def now_rfc3339() -> str:
     if _clock[0] != second:
         _clock = (second, datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     return _clock[1]
+
+
+_entropy = bytearray()
+_entropy_pid = 0
+
+
+def _random16() -> bytearray:
+    """16 bytes of os.urandom (uuid.uuid4's source), read 4 KiB at a time: one system call per 256
+    ids instead of one each. A forked child reads its own."""
+    global _entropy, _entropy_pid
+    if len(_entropy) < 16 or _entropy_pid != os.getpid():
+        _entropy, _entropy_pid = bytearray(os.urandom(4096)), os.getpid()
+    out = _entropy[-16:]
+    del _entropy[-16:]
+    out[6] = (out[6] & 0x0F) | 0x40  # version 4
+    out[8] = (out[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return out
+
+
+def new_uid() -> str:
+    """`str(uuid.uuid4())`, cheaper: uids and request ids are made on every write."""
+    h = _random16().hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def new_uuid() -> uuid.UUID:
+    """`uuid.uuid4()`, from the same batched entropy as new_uid."""
+    return uuid.UUID(bytes=bytes(_random16()))
 
 
 _nodes: dict[tuple[str, str, str], tuple[Any, Node]] = {}
@@ -102,7 +131,7 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], *, namespace: str, r
                                        label_rule=meta.name_rule_for(info.group, info.resource) == "label")
     for key in SERVER_META + ("resourceVersion",):
         m.pop(key, None)
-    m["uid"] = str(uuid.uuid4())
+    m["uid"] = new_uid()
     m["creationTimestamp"] = now_rfc3339()
     if info.custom or defaults.tracks_generation(info.group, info.kind):
         m["generation"] = 1

@@ -78,7 +78,13 @@ def prepare(append: Append) -> Prepared:
                      append.expected_version, payload)
 
 
+_VALID_SCOPES: set[tuple[str, str, str]] = set()  # (group, resource, namespace) found valid before
+
+
 def _check_stream(s: StreamId) -> None:
+    if s.name and len(s.name) <= MAX_NAME_LENGTH and (s.group, s.resource, s.namespace) in _VALID_SCOPES \
+            and not path_segment_name(s.name):
+        return  # the part every write of a kind in a namespace shares was checked once
     causes = []
     if not s.name:
         causes.append(errors.Cause("FieldValueRequired", "name or generateName is required", "metadata.name"))
@@ -100,6 +106,8 @@ def _check_stream(s: StreamId) -> None:
         raise errors.InvalidError(
             f'{qualified(s)} "{s.name}" is invalid: ' + ", ".join(f"{c.field}: {c.message}" for c in causes),
             name=s.name, group=s.group, kind=s.resource, causes=tuple(causes))
+    if len(_VALID_SCOPES) < 10_000:
+        _VALID_SCOPES.add((s.group, s.resource, s.namespace))
 
 
 @dataclass(slots=True)

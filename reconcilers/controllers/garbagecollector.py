@@ -362,8 +362,9 @@ class GarbageCollector(Controller):
         try:
             if isinstance(action, Delete):
                 log.info("deleting %s (%s propagation)", action.ref.key, action.policy)
+                # By uid: a dependent deleted and made again under its name since we looked is not hit.
                 await self.client.delete(info, action.ref.name, namespace=ns, propagation_policy=action.policy,
-                                         causation=causation)
+                                         causation=causation, preconditions={"uid": action.uid})
                 return
             live = await self.client.get(info, action.ref.name, namespace=ns)
             m = _meta(live)

@@ -36,6 +36,7 @@ from reconcilers.scheduler.filters import node_affinity_matches, tolerates
 from reconcilers.scheduler.resources import NodeInfo
 
 from . import _workload as w
+from .podcontrol import slow_start
 from .registry import ControllerContext
 
 log = logging.getLogger("eventplane.reconcilers.daemonset")
@@ -307,8 +308,14 @@ class DaemonSetController:
                 self.barrier.wrote(key, self.pods, await c.delete("pods", name, namespace=ns, causation=cause))
             except errors.NotFoundError:
                 pass
-        for pod in plan.create:
-            self.barrier.wrote(key, self.pods, await c.create(pod, namespace=ns, causation=cause))
+        if plan.create:
+            pending = iter(plan.create)
+
+            async def create_one() -> None:
+                self.barrier.wrote(key, self.pods, await c.create(next(pending), namespace=ns, causation=cause))
+            _, failure = await slow_start(len(plan.create), create_one)   # 1, 2, 4 … at once
+            if failure is not None:
+                raise failure
         if plan.status is not None:
             self.barrier.wrote(key, self.sets, await c.update({**ds, "status": plan.status}, subresource="status",
                                                               causation=cause))

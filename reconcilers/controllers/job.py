@@ -25,7 +25,6 @@ counters.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -36,6 +35,7 @@ from reconcilers.informer import label_value
 from reconcilers.runner import Request
 
 from . import _workload as w
+from .podcontrol import slow_start
 from .registry import ControllerContext
 
 log = logging.getLogger("eventplane.reconcilers.job")
@@ -48,6 +48,7 @@ JOB_NAME = "batch.kubernetes.io/job-name"
 CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 DEFAULT_BACKOFF = 10.0       # seconds; doubled for every failure
 MAX_BACKOFF = 360.0          # Kubernetes' DefaultJobPodFailureBackOff cap (6 minutes)
+MAX_PODS_PER_SYNC = 500      # Kubernetes' MaxPodCreateDeletePerSync
 
 
 @dataclass
@@ -323,6 +324,8 @@ def decide(job: Obj, pods: list[Obj], at: datetime, *, backoff_base: float = DEF
                 plan.create = []
                 plan.requeue_after = (ready_at - at).total_seconds()
 
+    plan.create = plan.create[:MAX_PODS_PER_SYNC]   # the rest next time: our own creations wake us
+
     # 4. The rest of the status.
     if spec.get("suspend") and done is None:
         conditions = w.set_condition(conditions, "Suspended", "True", reason="JobSuspended",
@@ -419,12 +422,15 @@ class JobController:
             except errors.NotFoundError:
                 pass
         if plan.create:
-            made = await asyncio.gather(*(c.create(p, namespace=ns, causation=req.causation) for p in plan.create),
-                                        return_exceptions=True)
-            for out in made:
-                if isinstance(out, BaseException):
-                    raise out
-                self.barrier.wrote(key, self.pods, out)
+            # Slow start (1, 2, 4 … at once), at most MAX_PODS_PER_SYNC, stopping at the first failure.
+            pending = iter(plan.create)
+
+            async def create_one() -> None:
+                self.barrier.wrote(key, self.pods, await c.create(next(pending), namespace=ns,
+                                                                  causation=req.causation))
+            _, failure = await slow_start(len(plan.create), create_one)
+            if failure is not None:
+                raise failure
         if plan.status is not None:
             out = await c.update({**current, "status": plan.status}, subresource="status", causation=req.causation)
             self.barrier.wrote(key, self.jobs, out)

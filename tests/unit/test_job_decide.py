@@ -215,3 +215,8 @@ def test_orphans_are_pods_whose_job_is_gone_or_replaced():
     pods = [make_pod("a", finalizer=True), make_pod("b", finalizer=False), make_pod("c", owner="old")]
     assert J.orphans(pods, None) == ["a", "c"]
     assert J.orphans(pods, make_job()) == ["c"]
+
+
+def test_at_most_500_pods_per_sync():
+    plan = J.decide(make_job(completions=2000, parallelism=1000), [], NOW)
+    assert len(plan.create) == 500 and plan.status["active"] == 500

@@ -35,6 +35,7 @@ Obj = dict[str, Any]
 MAX_ADDRESSES = 1000
 OVER_CAPACITY = "endpoints.kubernetes.io/over-capacity"
 HEADLESS = "service.kubernetes.io/headless"
+SKIP_MIRROR = "endpointslice.kubernetes.io/skip-mirror"
 
 __all__ = ["build", "endpoint_port", "endpoints_for", "find_port", "pod_ready", "repack", "selected_pods",
            "service_selector", "should_be_in_endpoints"]
@@ -224,9 +225,8 @@ def endpoints_for(service: Obj, pods: list[Obj]) -> Obj | None:
         subsets = _truncate(subsets)
         annotations[OVER_CAPACITY] = "truncated"
     meta: Obj = {"name": _meta(service)["name"], "namespace": _meta(service).get("namespace")}
-    labels = service_labels(service)
-    if labels:
-        meta["labels"] = labels
+    # Endpoints this controller keeps are not mirrored into EndpointSlices (the slices controller makes its own).
+    meta["labels"] = {**service_labels(service), SKIP_MIRROR: "true"}
     if annotations:
         meta["annotations"] = annotations
     return {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta, "subsets": subsets}

@@ -65,7 +65,8 @@ def test_endpoints_for(name, pods, service, subsets):
 def test_endpoints_labels_and_selectorless_services():
     out = endpoints_for(svc(labels={"tier": "front"}, cluster_ip="None"), [])
     assert out["metadata"] == {"name": "web", "namespace": "default",
-                               "labels": {"tier": "front", "service.kubernetes.io/headless": ""}}
+                               "labels": {"tier": "front", "service.kubernetes.io/headless": "",
+                                          "endpointslice.kubernetes.io/skip-mirror": "true"}}
     assert endpoints_for(svc(selector=None), [pod("a", "10.0.0.1")]) is None
 
 

@@ -21,12 +21,14 @@ endpointslice.kubernetes.io/managed-by and are owned by their Service (the
 garbage collector removes them with it). Services without a selector are not
 touched.
 
-Not done: per-zone hints and the node's zone on endpoints (no node informer
-here), dual-stack Services get slices of their first family only.
+Endpoints on a node with a `topology.kubernetes.io/zone` label carry that
+zone (read from the nodes cache when the slice is written). Not done:
+topology hints; dual-stack Services get slices of their first family only.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +47,12 @@ MAX_ENDPOINTS = 100
 SERVICE_NAME = "kubernetes.io/service-name"
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 CONTROLLER_NAME = "endpointslice-controller.k8s.io"
+ZONE = "topology.kubernetes.io/zone"
+ZoneOf = Callable[[str], "str | None"]   # node name → its zone label
+
+
+def no_zones(node: str) -> str | None:
+    return None
 
 __all__ = ["Plan", "build", "desired_endpoints", "plan"]
 
@@ -74,7 +82,8 @@ def ports_key(ports: list[Obj]) -> PortsKey:
                          p.get("appProtocol") or "") for p in ports or []))
 
 
-def desired_endpoints(service: Obj, pods: list[Obj]) -> dict[PortsKey, dict[str, tuple[Obj, list[Obj]]]]:
+def desired_endpoints(service: Obj, pods: list[Obj], zone_of: ZoneOf = no_zones
+                      ) -> dict[PortsKey, dict[str, tuple[Obj, list[Obj]]]]:
     """Endpoints by the ports they serve: ports key → endpoint id (pod uid) → (endpoint, ports)."""
     spec = service.get("spec") or {}
     publish = bool(spec.get("publishNotReadyAddresses"))
@@ -99,8 +108,12 @@ def desired_endpoints(service: Obj, pods: list[Obj]) -> dict[PortsKey, dict[str,
         hostname = hostname_for(service, pod)
         if hostname:
             endpoint["hostname"] = hostname
-        if (pod.get("spec") or {}).get("nodeName"):
-            endpoint["nodeName"] = pod["spec"]["nodeName"]
+        node = (pod.get("spec") or {}).get("nodeName")
+        if node:
+            endpoint["nodeName"] = node
+            zone = zone_of(node)
+            if zone:
+                endpoint["zone"] = zone
         endpoint["targetRef"] = target_ref(pod)
         key = ports_key(ports)
         out.setdefault(key, {})[_meta(pod).get("uid") or ip] = (endpoint, sorted(ports, key=lambda p: p["name"]))
@@ -133,14 +146,14 @@ def _new_slice(service: Obj, ports: list[Obj], endpoints: list[Obj]) -> Obj:
             "addressType": address_type(service), "endpoints": endpoints, "ports": ports}
 
 
-def plan(service: Obj, pods: list[Obj], existing: list[Obj]) -> Plan:
+def plan(service: Obj, pods: list[Obj], existing: list[Obj], zone_of: ZoneOf = no_zones) -> Plan:
     """The writes that make a Service's slices match its pods, changing as few slices as it can."""
     result = Plan()
     if service_selector(service) is None:
         return result
     labels = {**service_labels(service), SERVICE_NAME: _meta(service)["name"], MANAGED_BY: CONTROLLER_NAME}
     family = address_type(service)
-    desired = desired_endpoints(service, pods)
+    desired = desired_endpoints(service, pods, zone_of)
     existing = sorted(existing, key=lambda s: _meta(s).get("name", ""))
     if not any(desired.values()):
         # The placeholder: one slice without endpoints or ports.
@@ -229,6 +242,11 @@ def build(ctx: ControllerContext) -> list[Controller]:
     services = ctx.informers.informer("services")
     pods = ctx.informers.informer("pods")
     slices = ctx.informers.informer("endpointslices", label_selector=f"{MANAGED_BY}={CONTROLLER_NAME}")
+    nodes = ctx.informers.informer("nodes")
+
+    def zone_of(name: str) -> str | None:
+        node = nodes.store.get(name)
+        return ((node or {}).get("metadata") or {}).get("labels", {}).get(ZONE) if node else None
     slices.add_indexer("service", _by_service)
     written = SliceWrites()
     causes = Causes()
@@ -243,7 +261,7 @@ def build(ctx: ControllerContext) -> list[Controller]:
                 for s in existing:  # the garbage collector would too (they are owned), but need not run
                     await _delete(s)
             return
-        todo = plan(service, pods.store.by_index("namespace", req.namespace), existing)
+        todo = plan(service, pods.store.by_index("namespace", req.namespace), existing, zone_of)
         causation = causes.of(req)
         try:
             for name in todo.delete:
@@ -265,7 +283,7 @@ def build(ctx: ControllerContext) -> list[Controller]:
         except errors.NotFoundError:
             pass
 
-    controller = InformedController("endpointslice", services, reconcile, reads=[pods, slices], workers=2)
+    controller = InformedController("endpointslice", services, reconcile, reads=[pods, slices, nodes], workers=2)
     watch_pods(controller, services, pods, causes)
 
     def slice_changed(s: Obj) -> None:

@@ -166,3 +166,11 @@ def test_slice_writes_wait_for_the_cache_to_see_them():
     seen["default/web-b"] = 15   # a later event (its deletion by someone else, say) counts too
     assert not w.stale("default/web", seen.get)
     assert not w.stale("default/web", {}.get)  # forgotten once seen
+
+
+def test_endpoints_carry_their_node_zone():
+    zones = {"n1": "zone-a"}.get
+    [e] = plan(svc(), [pod("a", "10.0.0.1")], [], zones).create[0]["endpoints"]
+    assert e["zone"] == "zone-a" and e["nodeName"] == "n1"
+    [e] = plan(svc(), [pod("a", "10.0.0.1", node="n2")], [], zones).create[0]["endpoints"]
+    assert "zone" not in e

@@ -4,7 +4,12 @@ resources.py parses requests and allocatable and holds the immutable Snapshot;
 filters.py and scorers.py are the pipeline's pieces; pipeline.py composes them
 (with Borg's equivalence classes, score cache and relaxed randomization);
 explain.py words a Decision as an Event and as `epctl explain-schedule` text.
-The loop that feeds it and binds pods lives elsewhere.
+
+Around it, the running component (docs/scheduler.md): queue.py (active,
+backoff, unschedulable), cache.py (nodes, bound and assumed pods), batch.py
+(placement per equivalence class), record.py (the decision stored on the
+Event), preemption.py, and scheduler.py (informers, bindings, Events,
+`run_scheduler`), which is imported on its own so the pipeline stays pure.
 """
 from .explain import EventText, event, explain, failure_message
 from .filters import DEFAULT_FILTERS, Filter

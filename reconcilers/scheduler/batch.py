@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from .filters import DEFAULT_FILTERS, Filter, hard_spread_constraints
 from .pipeline import Cache, Decision, Options, _reasons, equivalence_class, nodes_to_find, schedule
@@ -58,10 +58,13 @@ def batchable(pod: Obj) -> bool:
 
 def place(pods: Sequence[Obj], snapshot: Snapshot, profile: Profile = DEFAULT_PROFILE, options: Options = Options(),
           *, filters: Sequence[Filter] = DEFAULT_FILTERS, start: int = 0, cache: Cache | None = None,
-          top: int = TOP) -> tuple[list[Placement], Snapshot, int]:
+          top: int = TOP, states: ClassStates | None = None) -> tuple[list[Placement], Snapshot, int]:
     """Decide every pod; returns the placements (in the order of `pods`), the snapshot after them and the
     next offset. With equivalence classes on, pods of equal priority are taken class by class (each class
-    where its first pod stood), as Borg groups a job's tasks: a class's pods are then consecutive."""
+    where its first pod stood), as Borg groups a job's tasks: a class's pods are then consecutive.
+
+    `states` (from the scheduler loop) keeps each class's feasibility and scores from one pass to the
+    next, brought up to date from the cache's log of changed nodes; without it every pass starts afresh."""
     classes: list[str | None] = [None] * len(pods)
     order = list(range(len(pods)))
     if options.equivalence_classes:
@@ -74,8 +77,8 @@ def place(pods: Sequence[Obj], snapshot: Snapshot, profile: Profile = DEFAULT_PR
                 groups[(_priority(pod), f"#{k}")] = [k]
         order = [k for group in groups.values() for k in group]
         order.sort(key=lambda k: -_priority(pods[k]))   # stable: groups keep their first pod's place
-    placed, snapshot, start = _place_in_order([pods[k] for k in order], [classes[k] for k in order], snapshot,
-                                              profile, options, filters, start, cache, top)
+    ctx = _Pass(profile, options, tuple(filters), cache, top, states)
+    placed, snapshot, start = ctx.run([pods[k] for k in order], [classes[k] for k in order], snapshot, start)
     out: list[Placement | None] = [None] * len(pods)
     for k, pl in zip(order, placed):
         out[k] = pl
@@ -86,30 +89,92 @@ def _priority(pod: Obj) -> int:
     return int((pod.get("spec") or {}).get("priority") or 0)
 
 
-def _place_in_order(pods: Sequence[Obj], classes: Sequence[str | None], snapshot: Snapshot, profile: Profile,
-                    options: Options, filters: Sequence[Filter], start: int, cache: Cache | None,
-                    top: int) -> tuple[list[Placement], Snapshot, int]:
-    out: list[Placement] = []
-    names = [f.name for f in filters]
-    i = 0
-    while i < len(pods):
-        pod = pods[i]
-        j = i + 1
-        if classes[i] is not None:
-            while j < len(pods) and classes[j] == classes[i]:
-                j += 1
-        if j - i == 1:
-            d = schedule(pod, snapshot, profile, options, filters=filters, start=start, cache=cache)
-            start = d.next_start
-            out.append(_from_decision(pod, d, names, top))
-            if d.node is not None:
-                snapshot = snapshot.with_pod(pod, d.node)
-        else:
-            run = _ClassRun(pods[i:j], snapshot, profile, options, filters, start, cache, top)
-            out.extend(run.place_all())
-            snapshot, start = run.snapshot, run.next_start
-        i = j
-    return out, snapshot, start
+class ChangeLog(Protocol):
+    """What the scheduler's cache tells a pass: `epoch` changes when something every class must see
+    changed (a node, a pod with anti-affinity); `index` counts node-local changes; `since(i)` names the
+    nodes changed after index i (None when no longer known)."""
+
+    epoch: Any
+    index: int
+
+    def since(self, index: int) -> list[str] | None: ...
+
+
+@dataclass
+class ClassStates:
+    """Class states kept between passes (at most `limit`, the least recently used dropped first)."""
+
+    log: ChangeLog
+    limit: int = 256
+    runs: dict[str, _ClassRun] = field(default_factory=dict)
+    reused: int = 0
+    rebuilt: int = 0
+
+
+class _Pass:
+    def __init__(self, profile: Profile, options: Options, filters: tuple[Filter, ...], cache: Cache | None,
+                 top: int, states: ClassStates | None) -> None:
+        self.profile, self.options, self.filters, self.cache, self.top = profile, options, filters, cache, top
+        self.states = states
+        self.names = [f.name for f in filters]
+        self.moved: list[str] = []    # nodes that received a pod earlier in this pass
+
+    def run(self, pods: Sequence[Obj], classes: Sequence[str | None], snapshot: Snapshot,
+            start: int) -> tuple[list[Placement], Snapshot, int]:
+        out: list[Placement] = []
+        log = self.states.log if self.states is not None else None
+        pass_index = log.index if log is not None else 0
+        used: list[_ClassRun] = []
+        i = 0
+        while i < len(pods):
+            pod = pods[i]
+            j = i + 1
+            if classes[i] is not None:
+                while j < len(pods) and classes[j] == classes[i]:
+                    j += 1
+            if classes[i] is None or (j - i == 1 and self.states is None):
+                d = schedule(pod, snapshot, self.profile, self.options, filters=self.filters, start=start,
+                             cache=self.cache)
+                start = d.next_start
+                out.append(_from_decision(pod, d, self.names, self.top))
+                if d.node is not None:
+                    snapshot = snapshot.with_pod(pod, d.node)
+                    self.moved.append(d.node)
+            else:
+                run = self._state(classes[i], pod, snapshot, start, log, pass_index)
+                for index, p in enumerate(pods[i:j]):
+                    pl = run.take(p, index, j - i)
+                    out.append(pl)
+                    if pl.node is not None:
+                        self.moved.append(pl.node)
+                snapshot, start = run.snapshot, run.next_start
+                used.append(run)
+            i = j
+        for run in used:
+            run.synced = pass_index   # the loop assumes this pass's pods next: the log will name them
+        return out, snapshot, start
+
+    def _state(self, cls: str, pod: Obj, snapshot: Snapshot, start: int, log: ChangeLog | None,
+               pass_index: int) -> _ClassRun:
+        states = self.states
+        if states is not None:
+            run = states.runs.pop(cls, None)
+            if run is not None and run.epoch == log.epoch and run.avoid == snapshot.avoid:
+                changed = log.since(run.synced)
+                if changed is not None and len(changed) <= run.examined:
+                    run.refresh(snapshot, changed + self.moved)
+                    states.runs[cls] = run
+                    states.reused += 1
+                    return run
+            states.rebuilt += 1
+        run = _ClassRun(pod, snapshot, self.profile, self.options, self.filters, start, self.cache, self.top)
+        run.epoch = log.epoch if log is not None else None
+        run.synced = pass_index
+        if states is not None:
+            states.runs[cls] = run
+            while len(states.runs) > states.limit:
+                states.runs.pop(next(iter(states.runs)))
+        return run
 
 
 def _from_decision(pod: Obj, d: Decision, names: list[str], top: int) -> Placement:
@@ -120,12 +185,16 @@ def _from_decision(pod: Obj, d: Decision, names: list[str], top: int) -> Placeme
 class _ClassRun:
     """The incremental state of placing pods of one batchable class."""
 
-    def __init__(self, pods: Sequence[Obj], snapshot: Snapshot, profile: Profile, options: Options,
+    def __init__(self, pod: Obj, snapshot: Snapshot, profile: Profile, options: Options,
                  filters: Sequence[Filter], start: int, cache: Cache | None, top: int) -> None:
-        self.pods, self.snapshot, self.profile, self.options = pods, snapshot, profile, options
+        self.pod, self.snapshot, self.profile, self.options = pod, snapshot, profile, options
         self.filters, self.cache, self.top = tuple(filters), cache, top
         self.names = [f.name for f in filters]
-        self.first = schedule(pods[0], snapshot, profile, options, filters=filters, start=start, cache=cache)
+        self.avoid = snapshot.avoid
+        self.epoch: Any = None
+        self.synced = 0
+        self.fresh = True          # holds exactly the first decision: nothing placed or refreshed yet
+        self.first = schedule(pod, snapshot, profile, options, filters=filters, start=start, cache=cache)
         d = self.first
         n = d.num_nodes
         self.n = n
@@ -162,7 +231,7 @@ class _ClassRun:
 
     def _filter(self, name: str) -> tuple[str, tuple[str, ...]] | None:
         info = self.snapshot.get(name)
-        pod = self.pods[0]
+        pod = self.pod
         for f in self.filters:
             if f.name not in self.states:
                 self.states[f.name] = f.prepare(pod, self.snapshot)
@@ -175,7 +244,7 @@ class _ClassRun:
 
     def _score(self, name: str) -> None:
         info = self.snapshot.get(name)
-        pod = self.pods[0]
+        pod = self.pod
         for s, _ in self.scorers:
             if s.name not in self.score_states:
                 self.score_states[s.name] = s.prepare(pod, self.snapshot)
@@ -253,7 +322,8 @@ class _ClassRun:
             return {n: base[n] + w * norm[n] for n in self.feasible}
         return {n: base[n] + sum(w * norm[n] for norm, w in spread) for n in self.feasible}
 
-    def _record(self, pod: Obj, node: str | None, index: int, totals: dict[str, int], best: list[str]) -> Record:
+    def _record(self, pod: Obj, node: str | None, index: int, size: int, totals: dict[str, int],
+                best: list[str]) -> Record:
         order = self.order
         if node is not None and node not in best:
             best.append(node)
@@ -269,34 +339,33 @@ class _ClassRun:
         return build(pod=pod_key(pod), profile=self.profile.name, node=node, num_nodes=self.n,
                      examined=self.examined, feasible=len(self.feasible), start=self.start,
                      nodes_to_find=self.to_find, filters=self.names, top=top, rejected=groups,
-                     reason_counts=counts, batch=(index, len(self.pods)))
+                     reason_counts=counts, batch=(index, size) if size > 1 else None)
 
     # --- the run ---
 
-    def place_all(self) -> list[Placement]:
-        out: list[Placement] = []
-        d = self.first
-        names = self.names
-        first = _from_decision(self.pods[0], d, names, self.top)
-        first.record["batch"] = [0, len(self.pods)]
-        out.append(first)
-        node = d.node
-        for index, pod in enumerate(self.pods[1:], start=1):
-            if node is None:
-                # Nothing changed since the last pod of this class failed: it fails the same way.
-                rec = dict(out[-1].record, pod=pod_key(pod), batch=[index, len(self.pods)])
-                out.append(Placement(pod, None, rec, out[-1].rejected_by))
-                continue
-            self.snapshot = self.snapshot.with_pod(self.pods[index - 1], node)
+    def refresh(self, snapshot: Snapshot, changed: Sequence[str]) -> None:
+        """Bring the state to `snapshot`, which differs from the state's only on the `changed` nodes."""
+        self.snapshot = snapshot
+        self.fresh = False
+        set_changed = False
+        for name in dict.fromkeys(changed):
+            if name in self.order:
+                set_changed |= self._examine(name)
+        set_changed |= self._grow()
+        self._normalize(None, True)
+
+    def take(self, pod: Obj, index: int, size: int) -> Placement:
+        """Place one pod of the class on the best node now, and bring the state up to date after it."""
+        totals = self._totals()
+        order = self.order
+        best = heapq.nlargest(self.top, totals, key=lambda n: (totals[n], -order[n]))
+        node = best[0] if best else None
+        rejected_by = frozenset(f for f, _ in self.rejected.values())
+        pl = Placement(pod, node, self._record(pod, node, index, size, totals, best), rejected_by)
+        if node is not None:
+            self.fresh = False
+            self.snapshot = self.snapshot.with_pod(pod, node)
             changed = self._examine(node)
             changed |= self._grow()
             self._normalize(node, changed)
-            totals = self._totals()
-            order = self.order
-            best = heapq.nlargest(self.top, totals, key=lambda n: (totals[n], -order[n]))
-            node = best[0] if best else None
-            rejected_by = frozenset(f for f, _ in self.rejected.values())
-            out.append(Placement(pod, node, self._record(pod, node, index, totals, best), rejected_by))
-        if node is not None:
-            self.snapshot = self.snapshot.with_pod(self.pods[-1], node)
-        return out
+        return pl

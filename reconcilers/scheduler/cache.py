@@ -14,6 +14,12 @@ other pod; its own attempts see the node without that reservation
 
 Invariant: `snapshot` holds exactly the nodes in `nodes` and, on each, the
 pods of `by_node[name]` (bound, assumed and nominated pods, none terminal).
+
+The cache also keeps a log of the nodes whose pods changed (`index`,
+`since(i)`) and an `epoch` that moves when something every decision must see
+again changed (a node, or a pod with required anti-affinity): batch.py keeps
+each equivalence class's feasibility and scores across passes and brings them
+up to date from that log (batch.ChangeLog).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from typing import Any
 
 from .resources import Obj, Snapshot, pod_key
 
-_RELEVANT_NODE = ("labels", "taints", "unschedulable", "allocatable", "capacity", "images")
+LOG_KEEP = 100_000   # node changes remembered; a class state older than that is rebuilt
 
 
 def _terminal(pod: Obj) -> bool:
@@ -42,6 +48,28 @@ class NodeCache:
         self.assumed: dict[str, str] = {}                  # key -> node, decided but not yet seen bound
         self.nominated: dict[str, str] = {}                # key -> node, reserved by preemption
         self.snapshot = Snapshot.build([])
+        self.epoch = 0
+        self._log: list[str] = []
+        self._log_base = 0
+
+    # --- the change log (batch.ChangeLog) ---
+
+    @property
+    def index(self) -> int:
+        return self._log_base + len(self._log)
+
+    def since(self, index: int) -> list[str] | None:
+        if index < self._log_base:
+            return None
+        return self._log[index - self._log_base:]
+
+    def _logged(self, node: str, pod: Obj) -> None:
+        self._log.append(node)
+        if _has_required_anti(pod):
+            self.epoch += 1   # its terms reach beyond its node (a zone, say): every class looks again
+        if len(self._log) > 2 * LOG_KEEP:
+            del self._log[:LOG_KEEP]
+            self._log_base += LOG_KEEP
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -67,6 +95,7 @@ class NodeCache:
         self.nodes[name] = node
         if changed:
             self.snapshot = self.snapshot.with_node(node)
+            self.epoch += 1
         return changed
 
     def delete_node(self, name: str) -> None:
@@ -147,19 +176,27 @@ class NodeCache:
         self.by_node.setdefault(node, {})[key] = pod
         if node in self.nodes:
             self.snapshot = self.snapshot.with_pod(pod, node)
+            self._logged(node, pod)
 
     def _take(self, key: str) -> None:
         node = self.where.pop(key)
         pods = self.by_node.get(node, {})
-        pods.pop(key, None)
+        pod = pods.pop(key, None) or {}
         if not pods:
             self.by_node.pop(node, None)
         if node in self.nodes:
             self.snapshot = self.snapshot.without_pod(key, node)
+            self._logged(node, pod)
 
     def _rebuild(self) -> None:
         pods = [p for name in self.nodes for p in self.by_node.get(name, {}).values()]
         self.snapshot = Snapshot.build(self.nodes.values(), pods, namespaces=self.snapshot.namespaces)
+        self.epoch += 1
+
+
+def _has_required_anti(pod: Obj) -> bool:
+    return bool((((pod.get("spec") or {}).get("affinity") or {}).get("podAntiAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution"))
 
 
 def node_changes(old: Obj, new: Obj) -> set[str]:

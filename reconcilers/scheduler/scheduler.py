@@ -44,7 +44,7 @@ from reconcilers.informer import SharedInformerFactory, causation_of
 from reconcilers.leaderelection import LeaderElector
 
 from . import preemption
-from .batch import Placement, place
+from .batch import ClassStates, Placement, place
 from .cache import NodeCache
 from .filters import DEFAULT_FILTERS
 from .pipeline import Cache, Options
@@ -133,6 +133,7 @@ class Scheduler:
         self.queue = SchedulingQueue(priority_of=self.priority_of)
         self.cache = NodeCache()
         self.memo = Cache()
+        self.class_states = ClassStates(self.cache)
         self.start = 0
         self.stats = Stats()
         self._binders = asyncio.Semaphore(binders)
@@ -284,12 +285,15 @@ class Scheduler:
         if self.keep_stats:
             self.stats.queue_waits.extend(now - qp.entered_active for qp in popped)
         pods = [self._with_priority(qp.pod) for qp in popped]
-        snapshot = self.cache.snapshot_for([qp.key for qp in popped])
+        keys = [qp.key for qp in popped]
+        snapshot = self.cache.snapshot_for(keys)
+        # Class states follow the cache's log; a pass whose snapshot leaves out nominations does not.
+        states = None if any(k in self.cache.nominated for k in keys) else self.class_states
         if self.failures:
             snapshot = snapshot.with_avoid(self.avoid())
         t0 = time.perf_counter()
         placements, _, self.start = place(pods, snapshot, self.profile, self.options, start=self.start,
-                                          cache=self.memo)
+                                          cache=self.memo, states=states)
         self.stats.decide_seconds += time.perf_counter() - t0
         self.stats.decided += len(placements)
         for qp, pl in zip(popped, placements):

@@ -89,3 +89,53 @@ def test_without_equivalence_classes_every_pod_is_decided_alone():
     batched, _, _ = place(replicas(4), snapshot, options=Options(equivalence_classes=False), cache=Cache())
     assert all(p.decision is not None for p in batched)
     assert all("batch" not in p.record for p in batched)
+
+
+def _cluster(nodes):
+    from reconcilers.scheduler.cache import NodeCache
+    cache = NodeCache()
+    for n in nodes:
+        cache.add_node(n)
+    return cache
+
+
+@pytest.mark.parametrize("per_pass", [1, 2, 3])
+def test_class_states_kept_across_passes_decide_as_one_by_one(per_pass):
+    """Pods arriving a few per pass reuse their class's state, brought up to date from the cache's log.
+    (Passes are small enough that grouping by class does not reorder them.)"""
+    from reconcilers.scheduler.batch import ClassStates
+    options = Options(relaxed_randomization=False)
+    nodes = zoned(20, cpu="4")
+    pods = [p for i in range(24) for p in (replicas(1, cpu="500m") if i % 3 else [pod(f"db-{i}", cpu="1")])]
+    for i, p in enumerate(pods):
+        p["metadata"]["name"] = f"{p['metadata']['name']}-{i}"
+    expected, _ = plan(pods, Snapshot.build(nodes), options=options)
+    cache = _cluster(nodes)
+    states = ClassStates(cache)
+    got = []
+    for k in range(0, len(pods), per_pass):
+        placed, _, _ = place(pods[k:k + per_pass], cache.snapshot, options=options, cache=Cache(), states=states)
+        for pl in placed:
+            got.append(pl.node)
+            if pl.node:
+                cache.assume(pl.pod, pl.node)
+    assert got == [d.node for d in expected]
+    assert states.reused > 0
+
+
+def test_a_node_change_or_an_anti_affinity_pod_rebuilds_class_states():
+    from reconcilers.scheduler.batch import ClassStates
+    cache = _cluster(zoned(3))
+    states = ClassStates(cache)
+    place(replicas(1), cache.snapshot, cache=Cache(), states=states)
+    place(replicas(1), cache.snapshot, cache=Cache(), states=states)
+    assert (states.rebuilt, states.reused) == (1, 1)
+    cache.update_node(node("n0000", zone="a", cpu="64"))
+    place(replicas(1), cache.snapshot, cache=Cache(), states=states)
+    assert states.rebuilt == 2
+    anti = pod("loner", affinity={"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": ZONE}]}})
+    cache.assume(anti, "n0001")
+    batched, _, _ = place(replicas(1), cache.snapshot, cache=Cache(), states=states)
+    assert states.rebuilt == 3
+    assert batched[0].node == "n0000"   # zone b is barred now, and zone a's big node wins

@@ -75,6 +75,7 @@ class PodWatch:
         self.client, self.namespace, self.rv = client, namespace, rv
         self.live: dict[str, dict[str, Any]] = {}
         self.added = 0
+        self.added_at: list[float] = []   # when the watch delivered each ADDED
         self.changed = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -92,6 +93,7 @@ class PodWatch:
             name = pod["metadata"]["name"]
             if type_ == "ADDED":
                 self.added += 1
+                self.added_at.append(PERF())
             if type_ == "DELETED" or pod["metadata"].get("deletionTimestamp"):
                 self.live.pop(name, None)
             else:
@@ -202,8 +204,11 @@ class Bench:
             cpu1 = self.cpu()
         finally:
             await watch.stop()
+        at = [t - t0 for t in watch.added_at]
+        # The timeline: apply → first pod (Deployment → ReplicaSet → first create), then every tenth.
+        marks = {f"{k}": round(at[k - 1], 3) for k in sorted({1, *range(n // 10, n + 1, max(1, n // 10))}) if k <= len(at)}
         return {"created_s": t_created - t0, "pods_created_per_s": n / (t_created - t0),
-                "cpu_s": {k: cpu1[k] - cpu0[k] for k in cpu1}}
+                "cpu_s": {k: cpu1[k] - cpu0[k] for k in cpu1}, "timeline_s": marks}
 
     async def rollout(self, client: Client) -> dict[str, Any]:
         n = self.args.replicas
@@ -254,7 +259,9 @@ async def run_all(servers: c.Servers, children: list[c.ChildProcess], args: argp
         log(f"  {base['per_s']:.0f} pods/s")
         log(f"a Deployment of {args.replicas} whose pods nobody schedules (the controllers alone)…")
         alone = await asyncio.wait_for(bench.alone(client), STEP_TIMEOUT)
-        log(f"  {args.replicas} pods created after {alone['created_s']:.2f} s")
+        log(f"  {args.replicas} pods created after {alone['created_s']:.2f} s; pod k seen at: {alone['timeline_s']}")
+        if args.only_alone:
+            return {"alone": alone, "baseline": base}
         log(f"a Deployment of {args.replicas} on {args.nodes} simulated nodes…")
         run = await bench.rollout(client)
     finally:
@@ -309,6 +316,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clients", type=int, default=64, help="concurrent clients of the baseline")
     p.add_argument("--server-log-level", default="warning", choices=("debug", "info", "warning", "error"),
                    help="--log-level of the child processes (their logs go to files in the temp dir)")
+    p.add_argument("--only-alone", action="store_true", help="stop after the baseline and the controllers alone")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of the table")
     p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default loop even if uvloop is there")
     p.add_argument("--dir", default=None, help="parent directory of the temp data dir (default: the system's)")
@@ -333,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             log("stopped by SIGTERM")
             return 128 + signal.SIGTERM
     out["total_seconds"] = PERF() - started
-    if args.json:
+    if args.json or args.only_alone:
         print(json.dumps(c.no_nan(out), indent=2, default=str))
     else:
         print(render(out))

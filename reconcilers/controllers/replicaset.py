@@ -303,7 +303,7 @@ class ReplicaSetController:
         status = replica_set_status(rs, owned, manage_error=manage_error, manage_diff=manage_diff)
         if status_changed(rs.get("status"), status):
             try:
-                await self.client.update({**rs, "status": status}, subresource="status", causation=causation)
+                await self._write_status(rs, status, causation)
             except errors.ConflictError:
                 raise Requeue() from None   # the informer brings the newer version; try again
             except errors.NotFoundError:
@@ -313,6 +313,19 @@ class ReplicaSetController:
         after = requeue_for_availability(rs, status)
         if after is not None:
             self.controller.queue.add_after(key, after)
+
+    async def _write_status(self, rs: Obj, status: Obj, causation: int | None) -> None:
+        """updateReplicaSetStatus: on a conflict (the Deployment controller scaled the set meanwhile)
+        read the set afresh and write the same status once more; the counts are of pods, which the
+        set's new spec does not change. A second conflict goes back to the queue."""
+        try:
+            await self.client.update({**rs, "status": status}, subresource="status", causation=causation)
+        except errors.ConflictError:
+            fresh = await self.client.get(self.kind.resource, rs["metadata"]["name"],
+                                          namespace=rs["metadata"].get("namespace"))
+            if fresh["metadata"].get("uid") != rs["metadata"].get("uid"):
+                return
+            await self.client.update({**fresh, "status": status}, subresource="status", causation=causation)
 
     async def _act(self, key: str, rs: Obj, diff: ReplicaDiff, causation: int | None) -> str | None:
         """Carry out a decision; the first error's message, or None."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
+import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -25,6 +27,8 @@ from reconcilers.informer import Informer
 from reconcilers.runner import Controller, Requeue
 
 Obj = dict[str, Any]
+
+log = logging.getLogger("eventplane.reconcilers.workload")
 
 
 # --- time -----------------------------------------------------------------------------------------
@@ -338,3 +342,44 @@ async def create_or_adopt_revision(client: Any, revision: Obj, *, causation: int
             causation=causation)
     except (errors.ConflictError, errors.NotFoundError):
         return None
+
+
+# --- Events ---------------------------------------------------------------------------------------
+
+class EventRecorder:
+    """core/v1 Events about the objects a controller manages (what `kubectl describe` shows), written in
+    the background with the causation of the event that led to them. An Event that cannot be written
+    is logged and dropped: never a reason to fail a reconcile. `enabled=False` writes none."""
+
+    def __init__(self, client: Any, *, component: str, instance: str = "", enabled: bool = True) -> None:
+        self.client, self.component, self.instance, self.enabled = client, component, instance, enabled
+        self._pending: set[asyncio.Task] = set()
+
+    def record(self, obj: Obj, type_: str, reason: str, message: str, *, causation: int | None) -> None:
+        if not self.enabled:
+            return
+        m = meta(obj)
+        ns = m.get("namespace") or "default"
+        stamp = rfc3339(now())
+        event = {"apiVersion": "v1", "kind": "Event",
+                 "metadata": {"name": f"{m.get('name', '')}.{time.time_ns():x}", "namespace": ns},
+                 "involvedObject": {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", ""),
+                                    "name": m.get("name", ""), "uid": m.get("uid", ""),
+                                    "resourceVersion": m.get("resourceVersion", ""),
+                                    **({"namespace": m["namespace"]} if m.get("namespace") else {})},
+                 "reason": reason, "message": message, "type": type_, "count": 1,
+                 "firstTimestamp": stamp, "lastTimestamp": stamp, "source": {"component": self.component},
+                 "reportingComponent": self.component, "reportingInstance": self.instance}
+        task = asyncio.ensure_future(self._write(event, causation))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write(self, event: Obj, causation: int | None) -> None:
+        try:
+            await self.client.create(event, causation=causation)
+        except Exception as exc:
+            log.info("event %s about %s not recorded: %s", event["reason"], event["involvedObject"]["name"], exc)
+
+    async def flush(self) -> None:
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)

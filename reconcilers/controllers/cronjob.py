@@ -166,6 +166,8 @@ class CronJobController:
         self.jobs = ctx.informers.informer("jobs")
         self.clock = ctx.options.get("clock") or w.now
         self.barrier = w.ReadBarrier()
+        self.events = w.EventRecorder(ctx.client, component="cronjob-controller", instance=ctx.identity,
+                                      enabled=bool(ctx.options.get("events", True)))
         self.controller = w.WorkloadController("cronjob", self.cronjobs, self.reconcile, secondary=[self.jobs])
         self.controller.watch_owned(self.jobs, "CronJob")
 
@@ -182,11 +184,19 @@ class CronJobController:
         if plan.skipped:
             log.info("cronjob %s: %s", key, plan.skipped)
         c, ns = self.client, req.namespace
+        active = {r.get("name") for r in (cj.get("status") or {}).get("active") or []}
+        for j in jobs:
+            done = finished_condition(j)
+            if done is not None and w.meta(j).get("name") in active:
+                self.events.record(cj, "Normal", "SawCompletedJob",
+                                   f"Saw completed job: {w.meta(j)['name']}, condition: {done['type']}",
+                                   causation=req.causation)
         for name in plan.delete_jobs:
             try:
                 out = await c.delete("jobs", name, namespace=ns, propagation_policy="Background",
                                      causation=req.causation)
                 self.barrier.wrote(key, self.jobs, out)
+                self.events.record(cj, "Normal", "SuccessfulDelete", f"Deleted job {name}", causation=req.causation)
             except errors.NotFoundError:
                 pass
         status = plan.status
@@ -197,6 +207,8 @@ class CronJobController:
                 made = None
             if made is not None:
                 self.barrier.wrote(key, self.jobs, made)
+                self.events.record(cj, "Normal", "SuccessfulCreate", f"Created job {w.meta(made)['name']}",
+                                   causation=req.causation)
                 status = dict(status if status is not None else cj.get("status") or {})
                 status["active"] = [*(status.get("active") or []), _ref(made)]
         if status is not None:

@@ -276,6 +276,8 @@ class DaemonSetController:
         self.revisions = ctx.informers.informer("controllerrevisions")
         self.clock = ctx.options.get("clock") or w.now
         self.barrier = w.ReadBarrier()
+        self.events = w.EventRecorder(ctx.client, component="daemonset-controller", instance=ctx.identity,
+                                      enabled=bool(ctx.options.get("events", True)))
         self.controller = w.WorkloadController("daemonset", self.sets, self.reconcile,
                                                secondary=[self.pods, self.nodes, self.revisions])
         self.controller.watch_owned(self.pods, "DaemonSet")
@@ -306,13 +308,17 @@ class DaemonSetController:
         for name in plan.delete:
             try:
                 self.barrier.wrote(key, self.pods, await c.delete("pods", name, namespace=ns, causation=cause))
+                self.events.record(ds, "Normal", "SuccessfulDelete", f"Deleted pod: {name}", causation=cause)
             except errors.NotFoundError:
                 pass
         if plan.create:
             pending = iter(plan.create)
 
             async def create_one() -> None:
-                self.barrier.wrote(key, self.pods, await c.create(next(pending), namespace=ns, causation=cause))
+                out = await c.create(next(pending), namespace=ns, causation=cause)
+                self.barrier.wrote(key, self.pods, out)
+                self.events.record(ds, "Normal", "SuccessfulCreate", f"Created pod: {w.meta(out)['name']}",
+                                   causation=cause)
             _, failure = await slow_start(len(plan.create), create_one)   # 1, 2, 4 … at once
             if failure is not None:
                 raise failure

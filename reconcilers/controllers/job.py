@@ -387,6 +387,8 @@ class JobController:
         self.backoff_base = float(ctx.options.get("job_backoff_seconds", DEFAULT_BACKOFF))  # type: ignore[arg-type]
         self.clock = ctx.options.get("clock") or w.now
         self.barrier = w.ReadBarrier()
+        self.events = w.EventRecorder(ctx.client, component="job-controller", instance=ctx.identity,
+                                      enabled=bool(ctx.options.get("events", True)))
         self.controller = w.WorkloadController("job", self.jobs, self.reconcile, secondary=[self.pods],
                                                workers=int(ctx.options.get("job_workers", 2)))  # type: ignore[arg-type]
         self.controller.watch_owned(self.pods, "Job")
@@ -419,6 +421,7 @@ class JobController:
             try:
                 out = await c.delete("pods", pod, namespace=ns, causation=req.causation)
                 self.barrier.wrote(key, self.pods, out)
+                self.events.record(job, "Normal", "SuccessfulDelete", f"Deleted pod: {pod}", causation=req.causation)
             except errors.NotFoundError:
                 pass
         if plan.create:
@@ -426,14 +429,26 @@ class JobController:
             pending = iter(plan.create)
 
             async def create_one() -> None:
-                self.barrier.wrote(key, self.pods, await c.create(next(pending), namespace=ns,
-                                                                  causation=req.causation))
+                out = await c.create(next(pending), namespace=ns, causation=req.causation)
+                self.barrier.wrote(key, self.pods, out)
+                self.events.record(job, "Normal", "SuccessfulCreate", f"Created pod: {w.meta(out)['name']}",
+                                   causation=req.causation)
             _, failure = await slow_start(len(plan.create), create_one)
             if failure is not None:
                 raise failure
         if plan.status is not None:
             out = await c.update({**current, "status": plan.status}, subresource="status", causation=req.causation)
             self.barrier.wrote(key, self.jobs, out)
+            for type_, status, type_of_event, reason in (("Complete", "True", "Normal", "Completed"),
+                                                         ("Failed", "True", "Warning", None),
+                                                         ("Suspended", "True", "Normal", "Suspended"),
+                                                         ("Suspended", "False", "Normal", "Resumed")):
+                now_c = w.condition(out, type_)
+                if now_c and now_c.get("status") == status and not w.has_condition(job, type_, status):
+                    message = {"Completed": "Job completed", "Suspended": "Job suspended",
+                               "Resumed": "Job resumed"}.get(reason or "", now_c.get("message", ""))
+                    self.events.record(out, type_of_event, reason or now_c.get("reason", "Failed"), message,
+                                       causation=req.causation)
         if plan.delete_job:
             try:
                 await c.delete("jobs", name, namespace=ns, propagation_policy="Background", causation=req.causation)

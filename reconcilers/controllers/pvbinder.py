@@ -346,6 +346,8 @@ class PersistentVolumeBinder:
             data_dir = resolve_data_dir()
         self.data_dir = str(data_dir)
         self.barrier = w.ReadBarrier()
+        self.events = w.EventRecorder(ctx.client, component="persistentvolume-controller", instance=ctx.identity,
+                                      enabled=bool(ctx.options.get("events", True)))
         others = [self.volumes, self.classes, self.pods, self.nodes]
         self.claim_loop = w.WorkloadController("persistentvolume-binder", self.claims, self.reconcile_claim,
                                                secondary=others)
@@ -405,6 +407,12 @@ class PersistentVolumeBinder:
             except errors.NotFoundError:
                 return
             self.barrier.wrote(key, self.volumes if volume else self.claims, out)
+            if write.verb == "create" and volume:
+                claim = self.claims.store.get(req.key)
+                if claim is not None:
+                    self.events.record(claim, "Normal", "ProvisioningSucceeded",
+                                       f"Successfully provisioned volume {m['name']} using {PROVISIONER}",
+                                       causation=req.causation)
             # the next write to the same object must carry the version just written
             rv = w.meta(out).get("resourceVersion")
             writes = [Write(x.verb, {**x.obj, "metadata": {**w.meta(x.obj), "resourceVersion": rv}}, x.subresource)

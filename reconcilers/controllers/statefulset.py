@@ -244,6 +244,8 @@ class StatefulSetController:
         self.revisions = ctx.informers.informer("controllerrevisions")
         self.clock = ctx.options.get("clock") or w.now
         self.barrier = w.ReadBarrier()
+        self.events = w.EventRecorder(ctx.client, component="statefulset-controller", instance=ctx.identity,
+                                      enabled=bool(ctx.options.get("events", True)))
         self.controller = w.WorkloadController("statefulset", self.sets, self.reconcile,
                                                secondary=[self.pods, self.claims, self.revisions])
         self.controller.watch_owned(self.pods, "StatefulSet")
@@ -273,9 +275,13 @@ class StatefulSetController:
                                                                                      causation=cause))
         if plan.bump_revision is not None:
             self.barrier.wrote(key, self.revisions, await c.update(plan.bump_revision, namespace=ns, causation=cause))
+        set_name = w.meta(sts)["name"]
         for claim in plan.create_claims:
             try:
                 self.barrier.wrote(key, self.claims, await c.create(claim, namespace=ns, causation=cause))
+                pod_name = set_name + "-" + w.meta(claim)["name"].rsplit("-", 1)[-1]
+                self.events.record(sts, "Normal", "SuccessfulCreate", f"create Claim {w.meta(claim)['name']} Pod "
+                                   f"{pod_name} in StatefulSet {set_name} success", causation=cause)
             except errors.AlreadyExistsError:
                 pass
         for name, ref in plan.claim_owners.items():
@@ -287,11 +293,15 @@ class StatefulSetController:
         for name in plan.delete_pods:
             try:
                 self.barrier.wrote(key, self.pods, await c.delete("pods", name, namespace=ns, causation=cause))
+                self.events.record(sts, "Normal", "SuccessfulDelete",
+                                   f"delete Pod {name} in StatefulSet {set_name} successful", causation=cause)
             except errors.NotFoundError:
                 pass
         for pod in plan.create_pods:
             try:
                 self.barrier.wrote(key, self.pods, await c.create(pod, namespace=ns, causation=cause))
+                self.events.record(sts, "Normal", "SuccessfulCreate", f"create Pod {w.meta(pod)['name']} in "
+                                   f"StatefulSet {set_name} successful", causation=cause)
             except errors.AlreadyExistsError:
                 pass   # the old pod of that name is still going away; its deletion wakes us again
         if plan.status is not None:

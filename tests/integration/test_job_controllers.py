@@ -111,6 +111,15 @@ async def test_completions_5_parallelism_2_never_more_than_2_running(api):
         out = await api.ok("get", "job", "pi")
         assert "5/5" in out
 
+        async def described():   # Events, written in the background, as kubectl describe shows them
+            reasons = [(e["reason"], e["message"]) for e in (await c.list("events", namespace="default"))["items"]
+                       if e["involvedObject"]["name"] == "pi" and e["involvedObject"]["kind"] == "Job"]
+            return len([r for r in reasons if r[0] == "SuccessfulCreate"]) == 5 and ("Completed", "Job completed") \
+                in reasons
+        await wait_for(described)
+        out = await api.ok("describe", "job", "pi")
+        assert "SuccessfulCreate" in out and "Job completed" in out
+
 
 async def test_backoff_limit_fails_the_job(api):
     async with controllers(api, job_controller.build, options={"job_backoff_seconds": 0}) as c, \

@@ -46,6 +46,13 @@ async def test_ordered_creation_stable_claims_scale_and_rolling_update(api):
         ready = {n: first(events, n, is_ready) for n in pods}
         assert created["web-0"] < ready["web-0"] < created["web-1"] < ready["web-1"] < created["web-2"]
 
+        async def described():
+            messages = {e["message"] for e in (await c.list("events", namespace="default"))["items"]
+                        if e["involvedObject"]["kind"] == "StatefulSet"}
+            return {"create Pod web-0 in StatefulSet web successful",
+                    "create Claim data-web-0 Pod web-0 in StatefulSet web success"} <= messages
+        await wait_for(described)
+
         claims = {p["metadata"]["name"]: p for p in (await c.list("persistentvolumeclaims",
                                                                    namespace="default"))["items"]}
         assert sorted(claims) == ["data-web-0", "data-web-1", "data-web-2"]

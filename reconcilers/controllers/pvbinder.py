@@ -66,6 +66,7 @@ BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 HOSTNAME = "kubernetes.io/hostname"
+CLAIM_INDEX = "pvbinder:claims"   # pods by the "namespace/claim" keys of the claims they use
 
 
 @dataclass(frozen=True)
@@ -353,7 +354,7 @@ class PersistentVolumeBinder:
                                                secondary=others)
         self.volume_loop = w.WorkloadController("persistentvolume-binder:volumes", self.volumes,
                                                 self.reconcile_volume, secondary=[self.claims])
-        self.pods.add_indexer("claim", _claims_of_pod)
+        self.pods.add_indexer(CLAIM_INDEX, _claims_of_pod)
         # A volume's change wakes the claim it names; a claim's change wakes its volume; a class or a
         # consumer pod being scheduled wakes the claims waiting for them.
         self.volumes.add_handler(on_add=self._volume_to_claim, on_update=lambda o, n: self._volume_to_claim(n),
@@ -426,7 +427,7 @@ class PersistentVolumeBinder:
         claim = self.claims.store.get(req.key)
         if claim is None:
             return
-        consumers = [p for p in self.pods.store.by_index("claim", req.key) if (p.get("spec") or {}).get("nodeName")]
+        consumers = [p for p in self.pods.store.by_index(CLAIM_INDEX, req.key) if (p.get("spec") or {}).get("nodeName")]
         nodes = {w.meta(n)["name"]: n for n in self.nodes.store.list()}
         plan = decide_claim(claim, self.volumes.store.list(), self.classes.store.list(), nodes=nodes,
                             consumer_node=consumers[0]["spec"]["nodeName"] if consumers else None,

@@ -49,6 +49,7 @@ _BODY_METHODS = ("POST", "PUT", "PATCH")
 _NATS_VERBS = {"get": "get", "list": "list", "watch": "watch", "create": "create", "update": "update",
                "patch": "patch", "apply": "patch", "delete": "delete"}
 _SECRET_DROPPED = "eventplane.io/object-omitted"
+REQUEST_INFO = "eventplane.request_info"  # request key: the RequestInfo the resource handler parsed
 
 
 def load_policy(path: Path | None) -> Policy:
@@ -209,11 +210,15 @@ class Auditor:
 
 def middleware(auditor: Auditor):
     """The audit middleware; it must come first in the app's list (outside errors_and_auth)."""
+    bodies: list[Any] = [None, False]  # (policy, whether it may record bodies): asked once per policy
+
     @web.middleware
     async def audit(request: web.Request, handler):
         received = now()
         body = None
-        if auditor.policy.may_record_requests and request.method in _BODY_METHODS and request.can_read_body \
+        if bodies[0] is not auditor.policy:
+            bodies[:] = [auditor.policy, auditor.policy.may_record_requests]
+        if bodies[1] and request.method in _BODY_METHODS and request.can_read_body \
                 and request.content_length is not None and request.content_length <= MAX_AUDITED_BODY:
             try:
                 body = await request.read()  # aiohttp keeps it: the handler reads the same bytes
@@ -246,10 +251,12 @@ def _watching(request: web.Request) -> bool:
 
 def _http_attributes(request: web.Request) -> tuple[Attributes, dict[str, str]]:
     user: User = request.get("user") or ANONYMOUS
-    try:
-        info = parse_path(request.path)
-    except errors.EventplaneError:
-        info = None
+    info = request.get(REQUEST_INFO)  # the resource handler's own parse of the path, when it ran
+    if info is None:
+        try:
+            info = parse_path(request.path)
+        except errors.EventplaneError:
+            info = None
     method = request.method
     if info is None:
         return Attributes(user=user.name, groups=tuple(user.groups), verb=method.lower(), resource_request=False,

@@ -15,6 +15,7 @@ from eventplane.objects import errors
 from eventplane.objects.schema import ResourceInfo
 
 from . import codec, subresources, watching
+from .audit import REQUEST_INFO
 from .registry import Caller, Registry, WriteOptions
 from .requestinfo import RequestInfo, parse_path
 
@@ -40,7 +41,7 @@ def caller_of(request: web.Request) -> Caller:
 
 def _check_params(request: web.Request, allowed: set[str]) -> None:
     for key in request.query:
-        if key not in allowed | COMMON_PARAMS:
+        if key not in allowed and key not in COMMON_PARAMS:
             raise errors.BadRequestError(f'unknown query parameter "{key}"')
 
 
@@ -113,6 +114,7 @@ class ResourceHandler:
         ri = parse_path(request.path)
         if ri is None:
             raise errors.NotFoundError("the server could not find the requested resource")
+        request[REQUEST_INFO] = ri  # the audit record reads it instead of parsing the path again
         info = self.resolve(ri)
         method = request.method
         if ri.subresource:

@@ -37,6 +37,7 @@ from eventplane.objects.selectors import LabelSelector
 from reconcilers.informer import BY_NAMESPACE, BY_OWNER, Informer, key_of
 from reconcilers.runner import Controller, Request, Requeue
 
+from ._workload import EventRecorder
 from .podcontrol import BY_ORPHAN_NAMESPACE, PodControl, claim, controller_ref, controller_ref_of, orphan_namespace
 from .registry import ControllerContext
 
@@ -890,6 +891,8 @@ class DeploymentController:
         self.sets.add_indexer(BY_ORPHAN_NAMESPACE, orphan_namespace)
         self.pods: Informer = ctx.informers.informer("pods")
         self.control = PodControl(ctx.client)
+        self.events = EventRecorder(ctx.client, component="deployment-controller", instance=ctx.identity,
+                                    enabled=bool(ctx.options.get("events", True)))
         self.controller = Controller("deployment-controller", self.deployments, self.sync, workers=workers)
         self.sets.add_handler(on_add=self._set_changed, on_update=lambda old, new: self._set_changed(new, old),
                               on_delete=self._set_changed)
@@ -987,6 +990,10 @@ class DeploymentController:
                     try:
                         created = await self.client.create(action.rs, namespace=ns, causation=causation)
                         versions[created["metadata"]["name"]] = created["metadata"]["resourceVersion"]
+                        if replicas_of(created) > 0:
+                            self.events.record(d, "Normal", "ScalingReplicaSet",
+                                               f"Scaled up replica set {created['metadata']['name']} from 0 to "
+                                               f"{replicas_of(created)}", causation=causation)
                     except errors.AlreadyExistsError:
                         await self._already_exists(current, action.rs, causation)
                         raise Requeue() from None
@@ -1005,8 +1012,14 @@ class DeploymentController:
                     name = rs["metadata"]["name"]
                     if name in versions:
                         rs = {**rs, "metadata": {**rs["metadata"], "resourceVersion": versions[name]}}
+                    before = self.sets.store.get(f"{ns}/{name}")
                     updated = await self.client.update(rs, namespace=ns, causation=causation)
                     versions[name] = updated["metadata"]["resourceVersion"]
+                    old, new = (replicas_of(before) if before else None), replicas_of(updated)
+                    if old is not None and old != new:
+                        self.events.record(d, "Normal", "ScalingReplicaSet",
+                                           f"Scaled {'up' if new > old else 'down'} replica set {name} from {old} "
+                                           f"to {new}", causation=causation)
                 elif isinstance(action, DeleteReplicaSet):
                     try:
                         await self.client.delete("replicasets.apps", action.name, namespace=ns, causation=causation)

@@ -30,6 +30,7 @@ from eventplane.objects import errors
 from reconcilers.informer import BY_NAMESPACE, BY_OWNER, Informer, key_of
 from reconcilers.runner import Controller, Request, Requeue
 
+from ._workload import EventRecorder
 from .podcontrol import (BY_ORPHAN_NAMESPACE, Expectations, orphan_namespace, PodControl, active_pods_sort_key, claim, controller_ref_of,
                          filter_active_pods, is_pod_available, is_pod_ready, selector_of, slow_start)
 from .registry import ControllerContext
@@ -185,6 +186,10 @@ class ReplicaSetController:
         self.pods.add_indexer(BY_ORPHAN_NAMESPACE, orphan_namespace)
         self.expectations = Expectations()
         self.pod_control = PodControl(ctx.client)
+        # Failures only: Kubernetes also records SuccessfulCreate/SuccessfulDelete for every pod, which
+        # would double the writes of a scale-up; `epctl history` and `why` already tell those.
+        self.events = EventRecorder(ctx.client, component=f"{kind.kind.lower()}-controller", instance=ctx.identity,
+                                    enabled=bool(ctx.options.get("events", True)))
         self.controller = Controller(f"{kind.kind.lower()}-controller", self.sets, self.sync, workers=workers)
         self.sets.add_handler(on_delete=lambda obj: self.expectations.forget(key_of(obj)))
         self.pods.add_handler(on_add=self._pod_added, on_update=self._pod_updated, on_delete=self._pod_deleted)
@@ -341,6 +346,7 @@ class ReplicaSetController:
                 if isinstance(error, errors.ForbiddenError) and "being terminated" in str(error):
                     return None   # the namespace is going away: nothing to report
                 log.warning("%s %s: created %d of %d pods: %s", self.kind.kind, key, done, diff.create, error)
+                self.events.record(rs, "Warning", "FailedCreate", f"Error creating: {error}", causation=causation)
                 return str(error)
         elif diff.delete:
             async def delete(pod: Obj) -> None:
@@ -355,6 +361,8 @@ class ReplicaSetController:
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:
                 log.warning("%s %s: deleting pods: %s", self.kind.kind, key, failures[0])
+                self.events.record(rs, "Warning", "FailedDelete", f"Error deleting: {failures[0]}",
+                                   causation=causation)
                 return str(failures[0])
         return None
 

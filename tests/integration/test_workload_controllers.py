@@ -183,6 +183,12 @@ async def test_deployment_scales_rolls_out_within_max_unavailable_and_undoes(api
         await api.ok("scale", "deployment/web", "--replicas=10")
         await api.ok("rollout", "status", "deployment/web", "--timeout=30s", timeout=40)
         assert len(await pods_of(client, "app=web")) == 10
+
+        async def described():
+            out = await api.ok("describe", "deployment/web")
+            return out if f"Scaled up replica set web-{pod_hash} from 5 to 10" in out else None
+        out = await eventually(described, timeout=10)
+        assert "ScalingReplicaSet" in out and f"Scaled up replica set web-{pod_hash} from 0 to 5" in out
         await api.ok("scale", "deployment/web", "--replicas=2")
         await api.ok("rollout", "status", "deployment/web", "--timeout=30s", timeout=40)
 

@@ -66,8 +66,11 @@ def claim_name(template: Obj, sts: Obj, ordinal: int) -> str:
     return f"{w.meta(template).get('name')}-{w.meta(sts).get('name')}-{ordinal}"
 
 
-def _healthy(pod: Obj) -> bool:
-    return w.ready(pod) and not w.deleting(pod)
+def _healthy(pod: Obj, min_ready: int = 0, at: datetime | None = None) -> bool:
+    """Running and available (Ready for minReadySeconds), and not going away: what ordering waits for."""
+    if w.deleting(pod):
+        return False
+    return w.ready(pod) if not min_ready or at is None else w.available(pod, min_ready, at)
 
 
 def new_claim(sts: Obj, template: Obj, ordinal: int) -> Obj:
@@ -120,6 +123,10 @@ def decide(sts: Obj, pods: list[Obj], claims: dict[str, Obj], revisions: list[Ob
     partition = ((strategy.get("rollingUpdate") or {}).get("partition")) or 0
     templates = spec.get("volumeClaimTemplates") or []
     retention = spec.get("persistentVolumeClaimRetentionPolicy") or {}
+    min_ready = spec.get("minReadySeconds") or 0
+
+    def healthy(pod: Obj) -> bool:
+        return _healthy(pod, min_ready, at)
 
     # Revisions: the template now (update) and the one the set last completed (current).
     revisions = [r for r in revisions if w.controlled_by(r, sts)]
@@ -163,12 +170,12 @@ def decide(sts: Obj, pods: list[Obj], claims: dict[str, Obj], revisions: list[Ob
                 break
             continue
         ensure_claims(o)
-        if not _healthy(pod) and not parallel:
+        if not healthy(pod) and not parallel:
             blocked = True
             break
 
     # Scale down from the highest ordinal; OrderedReady one at a time, only when the rest are ready.
-    unhealthy = any(not _healthy(by_ordinal[o]) for o in wanted if o in by_ordinal) or \
+    unhealthy = any(not healthy(by_ordinal[o]) for o in wanted if o in by_ordinal) or \
         any(o not in by_ordinal for o in wanted)
     for o in condemned:
         pod = by_ordinal[o]
@@ -201,7 +208,7 @@ def decide(sts: Obj, pods: list[Obj], claims: dict[str, Obj], revisions: list[Ob
             if (w.meta(pod).get("labels") or {}).get(REVISION) != update_name:
                 plan.delete_pods.append(w.meta(pod)["name"])
                 break
-            if not _healthy(pod):
+            if not healthy(pod):
                 break
 
     # Status.
@@ -223,8 +230,8 @@ def decide(sts: Obj, pods: list[Obj], claims: dict[str, Obj], revisions: list[Ob
         status["currentReplicas"] = status["updatedReplicas"]
     if status != old:
         plan.status = status
-    if (spec.get("minReadySeconds") or 0) > 0 and status["availableReplicas"] < status["readyReplicas"]:
-        plan.requeue_after = 1.0
+    if min_ready > 0 and status["availableReplicas"] < status["readyReplicas"]:
+        plan.requeue_after = 1.0   # a ready pod becomes available by the clock alone: no event will say so
 
     # History beyond revisionHistoryLimit: the oldest revisions no pod uses.
     limit = spec.get("revisionHistoryLimit")

@@ -153,3 +153,12 @@ def test_hash_is_stable_and_safe():
     a, b = w.revision_hash(w.revision_data({"x": 1})), w.revision_hash(w.revision_data({"x": 1}))
     assert a == b and set(a) <= set("bcdfghjklmnpqrstvwxz2456789")
     assert w.revision_hash(w.revision_data({"x": 2})) != a
+
+
+def test_min_ready_seconds_gates_the_next_ordinal():
+    p0 = pod(0)
+    p0["status"]["conditions"][0]["lastTransitionTime"] = "2026-01-01T11:59:55Z"   # ready for 5 s
+    plan = S.decide(sts(minReadySeconds=10), [p0], claims(0), [REV1], NOW)
+    assert plan.create_pods == [] and plan.requeue_after == 1.0
+    plan = S.decide(sts(minReadySeconds=3), [p0], claims(0), [REV1], NOW)
+    assert [p["metadata"]["name"] for p in plan.create_pods] == ["web-1"]

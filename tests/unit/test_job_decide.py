@@ -220,3 +220,23 @@ def test_orphans_are_pods_whose_job_is_gone_or_replaced():
 def test_at_most_500_pods_per_sync():
     plan = J.decide(make_job(completions=2000, parallelism=1000), [], NOW)
     assert len(plan.create) == 500 and plan.status["active"] == 500
+
+
+def test_read_barrier_waits_for_the_informer_to_reach_our_writes():
+    """_workload.ReadBarrier, which the Job loop (and the other workload loops) use instead of expectations."""
+    from types import SimpleNamespace
+
+    from reconcilers.controllers._workload import ReadBarrier
+
+    pods, jobs = SimpleNamespace(resource_version="10"), SimpleNamespace(resource_version="10")
+    b = ReadBarrier()
+    assert b.passed("ns/pi")
+    b.wrote("ns/pi", pods, {"metadata": {"resourceVersion": "12"}})
+    b.wrote("ns/pi", pods, {"metadata": {"resourceVersion": "11"}})   # the highest position is kept
+    b.wrote("ns/pi", jobs, {"metadata": {"resourceVersion": "13"}})
+    b.wrote("ns/pi", jobs, None)                                       # a write with no answer waits for nothing
+    assert not b.passed("ns/pi") and b.passed("ns/other")
+    pods.resource_version = "12"
+    assert not b.passed("ns/pi")          # the jobs informer has not seen position 13 yet
+    jobs.resource_version = "20"
+    assert b.passed("ns/pi")

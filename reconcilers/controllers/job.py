@@ -252,6 +252,10 @@ def decide(job: Obj, pods: list[Obj], at: datetime, *, backoff_base: float = DEF
         succeeded = max(succeeded, len(completed)) if completed else succeeded
 
     running = [p for p in pods if w.active(p)]
+    terminating = [p for p in pods if w.deleting(p) and not w.terminated(p)]
+    # podReplacementPolicy Failed: no replacement while the pod it replaces is still terminating
+    wait_for_terminating = spec.get("podReplacementPolicy") == "Failed"
+    blocked_indexes = {pod_index(p) for p in terminating} if wait_for_terminating else set()
     conditions = list(old.get("conditions") or [])
     done = finished_condition(job)
 
@@ -299,7 +303,8 @@ def decide(job: Obj, pods: list[Obj], at: datetime, *, backoff_base: float = DEF
             plan.delete.append(w.meta(keep.pop(i))["name"])
         running = list(keep.values())
         room = parallelism - len(running)
-        wanted = [i for i in range(completions or 0) if i not in completed and i not in keep][:max(0, room)]
+        wanted = [i for i in range(completions or 0)
+                  if i not in completed and i not in keep and i not in blocked_indexes][:max(0, room)]
         plan.create = [new_job_pod(job, i) for i in wanted]
     else:
         if completions is None:
@@ -313,7 +318,8 @@ def decide(job: Obj, pods: list[Obj], at: datetime, *, backoff_base: float = DEF
             names = set(plan.delete)
             running = [p for p in running if w.meta(p)["name"] not in names]
         elif len(running) < want:
-            plan.create = [new_job_pod(job, None) for _ in range(want - len(running))]
+            missing = want - len(running) - (len(terminating) if wait_for_terminating else 0)
+            plan.create = [new_job_pod(job, None) for _ in range(max(0, missing))]
 
     # Retries wait 10 s, 20 s, 40 s … after the last failure, as Kubernetes' pod failure backoff.
     if plan.create and failed > 0 and backoff_base > 0:
@@ -340,6 +346,7 @@ def decide(job: Obj, pods: list[Obj], at: datetime, *, backoff_base: float = DEF
     status["ready"] = sum(1 for p in running if w.ready(p))
     status["succeeded"] = succeeded
     status["failed"] = failed
+    status["terminating"] = len(terminating)
     if conditions:
         status["conditions"] = conditions
     for k in ("active", "succeeded", "failed"):

@@ -240,3 +240,10 @@ def test_read_barrier_waits_for_the_informer_to_reach_our_writes():
     assert not b.passed("ns/pi")          # the jobs informer has not seen position 13 yet
     jobs.resource_version = "20"
     assert b.passed("ns/pi")
+
+
+@pytest.mark.parametrize("policy,create", [("TerminatingOrFailed", 1), ("Failed", 0)])
+def test_pod_replacement_policy(policy, create):
+    job = make_job(completions=1, podReplacementPolicy=policy)
+    plan = J.decide(job, [make_pod("a", deleting=True)], NOW, backoff_base=0)
+    assert len(plan.create) == create and plan.status["terminating"] == 1

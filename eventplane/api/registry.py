@@ -299,10 +299,12 @@ class Registry:
             m = obj["metadata"]
             policy = options.get("propagationPolicy") or ("Orphan" if options.get("orphanDependents") else "")
             finalizers = list(m.get("finalizers") or [])
-            # Orphan and Foreground hold the object with a finalizer that the garbage collector removes once
-            # the dependents are orphaned / gone; the owner is marked deleted first, so no controller adopts
-            # what is being orphaned (reconcilers/controllers/garbagecollector.py).
-            if policy == "Orphan" and "orphan" not in finalizers and not m.get("deletionTimestamp"):
+            # Orphan and Foreground hold the object with a finalizer, as in Kubernetes: the owner is marked
+            # deleted first, so no controller adopts what is being orphaned. Foreground is finished by the
+            # garbage collector (reconcilers/controllers/garbagecollector.py); Orphan by this server at once
+            # below (the collector finishes it too should this server stop half-way).
+            orphaning = policy == "Orphan" and "orphan" not in finalizers and not m.get("deletionTimestamp")
+            if orphaning:
                 finalizers = [f for f in finalizers if f != "foregroundDeletion"] + ["orphan"]
             elif policy == "Foreground" and "foregroundDeletion" not in finalizers:
                 finalizers.append("foregroundDeletion")
@@ -333,9 +335,69 @@ class Registry:
                 continue
             m["resourceVersion"] = str(appended.position)
             await self._written(info, obj, deleted=event_type == EventType.DELETED)
+            if orphaning:
+                await self._orphan_dependents(info, obj, caller)
+                return await self._remove_finalizer(info, stream, "orphan", caller) or obj
             return obj
         raise errors.ConflictError(f'Operation cannot be fulfilled on {info.group_resource} "{name}": the object '
                                    "has been modified; please apply your changes to the latest version and try again")
+
+    async def _orphan_dependents(self, info: ResourceInfo, owner: dict[str, Any], caller: Caller) -> None:
+        """Orphan propagation: the owner's dependents lose their reference to it."""
+        uid = owner["metadata"]["uid"]
+        namespace = owner["metadata"].get("namespace", "")
+        for dep_info in self.catalog():
+            if not dep_info.namespaced and namespace:
+                continue
+            _, rows = await self.store.list_snapshot(group=dep_info.group, resource=dep_info.resource,
+                                                     namespace=namespace or None)
+            for _, dep in rows:
+                for _ in range(MAX_CONFLICT_RETRIES):
+                    refs = (dep.get("metadata") or {}).get("ownerReferences") or []
+                    kept = [r for r in refs if r.get("uid") != uid]
+                    if len(kept) == len(refs):
+                        break
+                    new = copy.deepcopy(dep)
+                    if kept:
+                        new["metadata"]["ownerReferences"] = kept
+                    else:
+                        new["metadata"].pop("ownerReferences", None)
+                    dep_stream = stream_of(dep_info, dep["metadata"].get("namespace", ""), dep["metadata"]["name"])
+                    try:
+                        await self.store.append(Append(dep_stream, EventType.UPDATED, new, uid=dep["metadata"]["uid"],
+                                                       expected_version=int(dep["metadata"]["resourceVersion"])),
+                                                caller.context("orphan"))
+                        break
+                    except errors.ConflictError:  # changed meanwhile (a controller's status write): again
+                        dep = await self.store.get(dep_stream)
+                        if dep is None or dep["metadata"].get("uid") != new["metadata"]["uid"]:
+                            break
+
+    async def _remove_finalizer(self, info: ResourceInfo, stream: StreamId, finalizer: str,
+                                caller: Caller) -> dict[str, Any] | None:
+        """Drop a finalizer of an object being deleted; the last one deletes it."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            old = await self.store.get(stream)
+            if old is None or finalizer not in (old["metadata"].get("finalizers") or []):
+                return old
+            obj = copy.deepcopy(old)
+            m = obj["metadata"]
+            m["finalizers"] = [f for f in m["finalizers"] if f != finalizer]
+            if not m["finalizers"]:
+                del m["finalizers"]
+            held = m.get("finalizers") or m.get("deletionGracePeriodSeconds") or (
+                (info.group, info.resource) == ("", "namespaces") and (obj.get("spec") or {}).get("finalizers"))
+            event_type = EventType.UPDATED if held else EventType.DELETED
+            try:
+                [appended] = await self.store.append(
+                    Append(stream, event_type, obj, uid=m["uid"], expected_version=int(m["resourceVersion"])),
+                    caller.context("delete"))
+            except errors.ConflictError:
+                continue
+            m["resourceVersion"] = str(appended.position)
+            await self._written(info, obj, deleted=event_type == EventType.DELETED)
+            return obj
+        return None  # left to the garbage collector
 
     # --- create-time checks and allocations -----------------------------------------------------
 

@@ -181,3 +181,18 @@ async def test_a_real_deployment_with_each_propagation_policy(api, cascade):
         async def gone():
             return await _names(c, "app") == NOTHING
         await _eventually(gone)
+
+
+async def test_the_api_finishes_an_orphan_delete_itself_owner_marked_first(api):
+    """No collector running: the API marks the owner deleted (orphan finalizer), orphans, then lets it go."""
+    async with Client.from_kubeconfig(str(api.kubeconfig)) as c:
+        owner = await c.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "boss"}})
+        dep = await c.create({"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "worker", "ownerReferences": [_ref(owner)]}})
+        await api.ok("delete", "configmap", "boss", "--cascade=orphan", "--timeout=20s")
+        live = await c.get("configmaps", "worker", namespace="default")
+        assert live["metadata"]["uid"] == dep["metadata"]["uid"] and not live["metadata"].get("ownerReferences")
+        boss = [(i["type"], int(i["resourceVersion"])) for i in (await c.history("configmaps", "boss"))["items"]]
+        assert [t for t, _ in boss] == ["Created", "Deleting", "Deleted"]
+        worker = [(i["type"], int(i["resourceVersion"])) for i in (await c.history("configmaps", "worker"))["items"]]
+        assert worker[-1][0] == "Updated" and boss[1][1] < worker[-1][1] < boss[2][1]

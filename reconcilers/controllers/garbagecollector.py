@@ -7,12 +7,14 @@ to its dependents. Consumed by the API: deletes of dependents, updates of
 their ownerReferences, and the removal of the `foregroundDeletion` and
 `orphan` finalizers from owners.
 
-What the API does (eventplane/api/registry.py), as kube-apiserver does: a
-delete with propagationPolicy Orphan marks the owner deleted and puts the
-`orphan` finalizer on it, Foreground the `foregroundDeletion` finalizer; the
-owner stays (deletionTimestamp set, so no controller adopts or recreates
-what it is losing) until the collector removes the finalizer. Background and
-the default delete the owner at once.
+What the API does (eventplane/api/registry.py): a delete with
+propagationPolicy Foreground marks the owner deleted with the
+`foregroundDeletion` finalizer, which stays until the collector removes it.
+Orphan marks the owner deleted with the `orphan` finalizer (so no controller
+adopts what it is losing), orphans the dependents and removes the finalizer
+itself in the same request; the collector finishes an orphaning the server
+left half-done (and one whose finalizer was set by hand). Background and the
+default delete the owner at once.
 
 Decisions (pure, table-tested in tests/unit/test_gc.py):
 

@@ -44,6 +44,7 @@ Obj = dict[str, Any]
 
 TRACKING_FINALIZER = "batch.kubernetes.io/job-tracking"
 INDEX_KEY = "batch.kubernetes.io/job-completion-index"
+FAILURE_COUNT = "batch.kubernetes.io/job-index-failure-count"
 JOB_NAME = "batch.kubernetes.io/job-name"
 CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
 DEFAULT_BACKOFF = 10.0       # seconds; doubled for every failure
@@ -161,7 +162,7 @@ def match_failure_policy(job: Obj, pod: Obj) -> tuple[str, str] | None:
     return None
 
 
-def new_job_pod(job: Obj, index: int | None) -> Obj:
+def new_job_pod(job: Obj, index: int | None, failures: int | None = None) -> Obj:
     jm, spec = w.meta(job), job.get("spec") or {}
     name = jm.get("name") or ""
     labels = {JOB_NAME: name, CONTROLLER_UID: jm.get("uid") or ""}
@@ -169,6 +170,8 @@ def new_job_pod(job: Obj, index: int | None) -> Obj:
     if index is not None:
         labels[INDEX_KEY] = str(index)
         annotations[INDEX_KEY] = str(index)
+        if failures is not None:   # backoffLimitPerIndex: how often this index failed before
+            annotations[FAILURE_COUNT] = str(failures)
     template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
     labels = {k: v for k, v in labels.items() if k not in template_labels or k == INDEX_KEY}
     pod = w.new_pod(spec.get("template"), namespace=jm.get("namespace") or "default",
@@ -185,6 +188,25 @@ def new_job_pod(job: Obj, index: int | None) -> Obj:
             if not any(e.get("name") == "JOB_COMPLETION_INDEX" for e in c.get("env") or []):
                 c["env"] = [*(c.get("env") or []), dict(env)]
     return pod
+
+
+def success_rule(job: Obj, completed: set[int]) -> int | None:
+    """The index of the first successPolicy rule the completed indexes satisfy (Indexed Jobs)."""
+    for i, rule in enumerate(((job.get("spec") or {}).get("successPolicy") or {}).get("rules") or []):
+        count = rule.get("succeededCount")
+        if rule.get("succeededIndexes") is not None:
+            wanted = parse_indexes(rule["succeededIndexes"])
+            got = len(completed & wanted)
+            if (count is not None and got >= count) or (count is None and wanted and wanted <= completed):
+                return i
+        elif count is not None and len(completed) >= count:
+            return i
+    return None
+
+
+def _failure_count(pod: Obj) -> int:
+    value = (w.meta(pod).get("annotations") or {}).get(FAILURE_COUNT)
+    return int(value) if isinstance(value, str) and value.isdigit() else 0
 
 
 def finished_condition(job: Obj) -> Obj | None:
@@ -216,6 +238,8 @@ def decide(job: Obj, pods: list[Obj], at: datetime, *, backoff_base: float = DEF
     known = set(unc_succeeded) | set(unc_failed)
     new_succeeded, new_failed = [], []
     fail_job: str | None = None
+    fail_index: set[int] = set()
+    ignored: set[str] = set()
     completed = parse_indexes(old.get("completedIndexes")) if indexed else set()
     for pod in pods:
         pm = w.meta(pod)
@@ -229,9 +253,12 @@ def decide(job: Obj, pods: list[Obj], at: datetime, *, backoff_base: float = DEF
             continue
         matched = match_failure_policy(job, pod) if w.phase(pod) == "Failed" else None
         if matched and matched[0] == "Ignore":
+            ignored.add(pm["uid"])
             continue
         if matched and matched[0] == "FailJob" and fail_job is None:
             fail_job = matched[1]
+        if matched and matched[0] == "FailIndex" and pod_index(pod) is not None:
+            fail_index.add(pod_index(pod))   # type: ignore[arg-type]
         new_failed.append(pm["uid"])
     succeeded_uids = set(unc_succeeded) | set(new_succeeded)
     for pod in pods:   # every succeeded pod of ours marks its index, counted now or before
@@ -250,6 +277,23 @@ def decide(job: Obj, pods: list[Obj], at: datetime, *, backoff_base: float = DEF
     if indexed:
         status["completedIndexes"] = format_indexes(completed)
         succeeded = max(succeeded, len(completed)) if completed else succeeded
+
+    # backoffLimitPerIndex: an index failing more often than allowed is given up, not the whole Job.
+    per_index = spec.get("backoffLimitPerIndex") if indexed else None
+    index_failures: dict[int, int] = {}
+    failed_indexes: set[int] = set()
+    if per_index is not None:
+        for pod in pods:
+            i = pod_index(pod)
+            if i is None or not _finished(pod) or _succeeded(pod) or w.meta(pod).get("uid") in ignored:
+                continue
+            if match_failure_policy(job, pod) is not None and match_failure_policy(job, pod)[0] == "Ignore":
+                continue
+            index_failures[i] = max(index_failures.get(i, 0), _failure_count(pod) + 1)
+        failed_indexes = parse_indexes(old.get("failedIndexes")) | fail_index | {
+            i for i, n in index_failures.items() if n > per_index}
+        failed_indexes -= completed
+        status["failedIndexes"] = format_indexes(failed_indexes)
 
     running = [p for p in pods if w.active(p)]
     terminating = [p for p in pods if w.deleting(p) and not w.terminated(p)]
@@ -273,8 +317,17 @@ def decide(job: Obj, pods: list[Obj], at: datetime, *, backoff_base: float = DEF
     if done is None and not spec.get("suspend"):
         backoff_limit = spec.get("backoffLimit")
         deadline = spec.get("activeDeadlineSeconds")
+        max_failed = spec.get("maxFailedIndexes")
         if fail_job is not None:
             finish("Failed", "PodFailurePolicy", fail_job)
+        elif per_index is not None and max_failed is not None and len(failed_indexes) > max_failed:
+            finish("Failed", "MaxFailedIndexesExceeded",
+                   "Job has exceeded the specified maximal number of failed indexes")
+        elif per_index is not None and failed_indexes and completions is not None and \
+                len(completed) + len(failed_indexes) >= completions:
+            finish("Failed", "FailedIndexes", "Job has failed indexes")
+        elif indexed and (rule := success_rule(job, completed)) is not None:
+            finish("Complete", "SuccessPolicy", f"Matched rules at index {rule}")
         elif backoff_limit is not None and failed > backoff_limit:
             finish("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
         elif deadline is not None and start is not None and at >= start + timedelta(seconds=deadline):
@@ -294,7 +347,8 @@ def decide(job: Obj, pods: list[Obj], at: datetime, *, backoff_base: float = DEF
         keep: dict[int, Obj] = {}
         for pod in reversed(w.newest_first(running)):   # the oldest pod of an index stays
             i = pod_index(pod)
-            if i is None or completions is None or not 0 <= i < completions or i in completed or i in keep:
+            if i is None or completions is None or not 0 <= i < completions or i in completed or i in keep \
+                    or i in failed_indexes:
                 plan.delete.append(w.meta(pod)["name"])
             else:
                 keep[i] = pod
@@ -303,9 +357,10 @@ def decide(job: Obj, pods: list[Obj], at: datetime, *, backoff_base: float = DEF
             plan.delete.append(w.meta(keep.pop(i))["name"])
         running = list(keep.values())
         room = parallelism - len(running)
-        wanted = [i for i in range(completions or 0)
-                  if i not in completed and i not in keep and i not in blocked_indexes][:max(0, room)]
-        plan.create = [new_job_pod(job, i) for i in wanted]
+        wanted = [i for i in range(completions or 0) if i not in completed and i not in keep
+                  and i not in blocked_indexes and i not in failed_indexes][:max(0, room)]
+        plan.create = [new_job_pod(job, i, index_failures.get(i, 0) if per_index is not None else None)
+                       for i in wanted]
     else:
         if completions is None:
             # a work queue: after the first success, no new pods; the running ones finish

@@ -188,6 +188,33 @@ async def test_active_deadline_and_ttl_after_finished(api):
         await wait_for(pods_gone)   # running pods deleted (unbound: at once, once the finalizer is off)
 
 
+async def test_indexed_job_with_backoff_limit_per_index_and_success_policy(api):
+    def script(pod):   # index 1 always fails; the others succeed
+        index = pod["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"]
+        return ("Failed", 0.05, 1) if index == "1" else ("Succeeded", 0.1)
+
+    async with controllers(api, job_controller.build, options={"job_backoff_seconds": 0}) as c, \
+            FakeKubelet(c, "default", script):
+        await c.create(job_manifest("per-index", completions=3, parallelism=3, completionMode="Indexed",
+                                    backoffLimitPerIndex=1))
+        await api.ok("wait", "--for=condition=failed", "job/per-index", "--timeout=60s", timeout=70)
+        job = await c.get("jobs", "per-index", namespace="default")
+        st = job["status"]
+        assert (st["completedIndexes"], st["failedIndexes"], st["failed"]) == ("0,2", "1", 2)
+        assert condition(job, "Failed")["reason"] == "FailedIndexes"
+        counts = sorted(p["metadata"]["annotations"].get("batch.kubernetes.io/job-index-failure-count")
+                        for p in (await c.list("pods", namespace="default"))["items"]
+                        if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1")
+        assert counts == ["0", "1"]   # the retry knew it was the second attempt
+
+        await c.create(job_manifest("enough", completions=3, parallelism=3, completionMode="Indexed",
+                                    successPolicy={"rules": [{"succeededIndexes": "0"}]}))
+        await api.ok("wait", "--for=condition=complete", "job/enough", "--timeout=60s", timeout=70)
+        job = await c.get("jobs", "enough", namespace="default")
+        assert condition(job, "Complete")["reason"] == "SuccessPolicy"
+        assert condition(job, "SuccessCriteriaMet")["message"] == "Matched rules at index 0"
+
+
 @pytest.mark.parametrize("suspend_first", [True])
 async def test_suspend_and_resume(api, suspend_first):
     async with controllers(api, job_controller.build) as c, FakeKubelet(c, "default", lambda pod: ("Succeeded", 0.2)):

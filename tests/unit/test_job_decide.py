@@ -247,3 +247,63 @@ def test_pod_replacement_policy(policy, create):
     job = make_job(completions=1, podReplacementPolicy=policy)
     plan = J.decide(job, [make_pod("a", deleting=True)], NOW, backoff_base=0)
     assert len(plan.create) == create and plan.status["terminating"] == 1
+
+
+def indexed_job(**spec):
+    return make_job(completions=4, parallelism=4, completionMode="Indexed", **spec)
+
+
+@pytest.mark.parametrize("rules,completed,met", [
+    ([{"succeededIndexes": "0"}], "0", 0),
+    ([{"succeededIndexes": "0-1"}], "0", None),
+    ([{"succeededCount": 2}], "1,3", 0),
+    ([{"succeededIndexes": "1-3", "succeededCount": 2}], "0-1", None),
+    ([{"succeededIndexes": "1-3", "succeededCount": 2}, {"succeededIndexes": "0-1"}], "0-1", 1),
+])
+def test_success_policy(rules, completed, met):
+    job = indexed_job(successPolicy={"rules": rules}, status={"completedIndexes": completed})
+    plan = J.decide(job, [make_pod("p2", index=2)], NOW)
+    done = J.finished_condition({"status": plan.status})
+    if met is None:
+        assert done is None
+    else:
+        assert (done["type"], done["reason"], done["message"]) == ("Complete", "SuccessPolicy",
+                                                                   f"Matched rules at index {met}")
+        assert plan.delete == ["p2"]   # the rest is not needed
+
+
+def failed_pod(name, index, count):
+    pod = make_pod(name, "Failed", index=index, exit_code=1)
+    pod["metadata"]["annotations"][J.FAILURE_COUNT] = str(count)
+    return pod
+
+
+def test_backoff_limit_per_index():
+    job = indexed_job(backoffLimitPerIndex=1, backoffLimit=2147483647)
+    # index 0 failed once: retried, and its new pod carries the count
+    plan = J.decide(job, [failed_pod("a", 0, 0), make_pod("b", index=1), make_pod("c", index=2),
+                          make_pod("d", index=3)], NOW, backoff_base=0)
+    [retry] = plan.create
+    assert retry["metadata"]["annotations"][J.INDEX_KEY] == "0"
+    assert retry["metadata"]["annotations"][J.FAILURE_COUNT] == "1"
+    assert plan.status["failedIndexes"] == ""
+    # index 0 failed a second time: given up, not retried; the others go on
+    plan = J.decide(job, [failed_pod("a", 0, 0), failed_pod("a2", 0, 1), make_pod("b", index=1),
+                          make_pod("c", index=2), make_pod("d", index=3)], NOW, backoff_base=0)
+    assert plan.create == [] and plan.status["failedIndexes"] == "0"
+    assert J.finished_condition({"status": plan.status}) is None
+    # once every other index succeeded: Failed, FailedIndexes
+    job = indexed_job(backoffLimitPerIndex=1, status={"completedIndexes": "1-3", "failedIndexes": "0"})
+    plan = J.decide(job, [], NOW)
+    done = J.finished_condition({"status": plan.status})
+    assert (done["type"], done["reason"], done["message"]) == ("Failed", "FailedIndexes", "Job has failed indexes")
+
+
+def test_max_failed_indexes_and_fail_index_action():
+    policy = {"rules": [{"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [1]}}]}
+    job = indexed_job(backoffLimitPerIndex=3, maxFailedIndexes=0, podFailurePolicy=policy)
+    plan = J.decide(job, [failed_pod("a", 2, 0), make_pod("b", index=0)], NOW, backoff_base=0)
+    assert plan.status["failedIndexes"] == "2"
+    done = J.finished_condition({"status": plan.status})
+    assert (done["type"], done["reason"]) == ("Failed", "MaxFailedIndexesExceeded")
+    assert plan.delete == ["b"]

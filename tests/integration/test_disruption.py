@@ -129,3 +129,24 @@ async def test_the_controller_keeps_the_budget_and_evictions_follow_it(api):
         await _status_is(api, expectedPods=3, currentHealthy=3, disruptionsAllowed=1)
         status, _, _ = await api.http("POST", f"{PODS}/w2/eviction", body=_eviction("w2"))
         assert status == 201
+
+
+async def test_kubectl_drain_stops_at_the_budget(api):
+    """kubectl drain evicts through pods/eviction and retries on 429: the budget holds the last two pods."""
+    async with running(api, "disruption"):
+        await api.http("POST", "/api/v1/nodes", body={"apiVersion": "v1", "kind": "Node",
+                                                      "metadata": {"name": "node-1"}})
+        for n in ("d1", "d2", "d3"):
+            await api.http("POST", PODS, body={**_pod(n, {"app": "web"}),
+                                               "spec": {"nodeName": "node-1",
+                                                        "containers": [{"name": "c", "image": "busybox"}]}})
+            await _running(api, n)
+        await api.ok("create", "poddisruptionbudget", "web", "--selector=app=web", "--min-available=2")
+        await _status_is(api, disruptionsAllowed=1, expectedPods=3)
+        r = await api.kubectl("drain", "node-1", "--force", "--grace-period=0", "--timeout=4s", timeout=30)
+        assert r.code != 0
+        assert "Cannot evict pod as it would violate the pod's disruption budget." in r.err, r.err
+        _, pods, _ = await api.http("GET", PODS)
+        assert len(pods["items"]) == 2
+        _, node, _ = await api.http("GET", "/api/v1/nodes/node-1")
+        assert node["spec"]["unschedulable"] is True  # cordoned first

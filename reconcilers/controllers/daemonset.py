@@ -27,7 +27,7 @@ import copy
 import logging
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from eventplane.objects import errors
@@ -65,6 +65,10 @@ class DsPlan:
     delete: list[str] = field(default_factory=list)   # pod names
     status: Obj | None = None
     requeue_after: float | None = None
+    failed_on: list[str] = field(default_factory=list)   # nodes whose failed pod is replaced now
+
+
+FAILED_BACKOFF_BASE, FAILED_BACKOFF_CAP = 1.0, 900.0   # seconds: Kubernetes' failedPodsBackoff
 
 
 def with_default_tolerations(template: Obj | None) -> Obj:
@@ -135,8 +139,11 @@ def scaled(value: Any, total: int, *, round_up: bool) -> int:
     return int(value or 0)
 
 
-def decide(ds: Obj, nodes: list[Obj], pods: list[Obj], revisions: list[Obj], at: datetime) -> DsPlan:
+def decide(ds: Obj, nodes: list[Obj], pods: list[Obj], revisions: list[Obj], at: datetime, *,
+           backoff: dict[str, datetime] | None = None) -> DsPlan:
+    """`backoff`: node → the time before which a failed pod there is not replaced (failedPodsBackoff)."""
     plan = DsPlan()
+    backoff = backoff or {}
     spec = ds.get("spec") or {}
     old = ds.get("status") or {}
     template = with_default_tolerations(spec.get("template"))
@@ -167,7 +174,17 @@ def decide(ds: Obj, nodes: list[Obj], pods: list[Obj], revisions: list[Obj], at:
         run, keep = placement(template, node)
         live = [p for p in by_node.get(name, []) if not w.deleting(p)]
         failed = [p for p in live if w.phase(p) == "Failed"]
+        until = backoff.get(name)
+        if failed and until is not None and at < until:
+            # a pod failing at once again and again is replaced after 1 s, 2 s, 4 s … (up to 15 minutes)
+            wait = (until - at).total_seconds()
+            plan.requeue_after = wait if plan.requeue_after is None else min(plan.requeue_after, wait)
+            if run:
+                desired += 1
+                wanted_nodes.append(name)
+            continue
         plan.delete += [w.meta(p)["name"] for p in failed]
+        plan.failed_on += [name] if failed else []
         live = [p for p in live if w.phase(p) != "Failed"]
         if run:
             desired += 1
@@ -255,7 +272,7 @@ def decide(ds: Obj, nodes: list[Obj], pods: list[Obj], revisions: list[Obj], at:
     if status != old:
         plan.status = status
     if min_ready > 0 and available < ready:
-        plan.requeue_after = 1.0
+        plan.requeue_after = 1.0 if plan.requeue_after is None else min(plan.requeue_after, 1.0)
 
     limit = spec.get("revisionHistoryLimit")
     limit = 10 if limit is None else limit
@@ -276,6 +293,7 @@ class DaemonSetController:
         self.revisions = ctx.informers.informer("controllerrevisions")
         self.clock = ctx.options.get("clock") or w.now
         self.barrier = w.ReadBarrier()
+        self.failures: dict[tuple[str, str], tuple[int, datetime]] = {}   # (set, node) → (count, not before)
         self.events = w.EventRecorder(ctx.client, component="daemonset-controller", instance=ctx.identity,
                                       enabled=bool(ctx.options.get("events", True)))
         self.controller = w.WorkloadController("daemonset", self.sets, self.reconcile,
@@ -298,7 +316,14 @@ class DaemonSetController:
         pods = await w.claim_pods(self.client, ds, self.pods.store.by_index("namespace", req.namespace),
                                   api_version="apps/v1", kind="DaemonSet", causation=req.causation,
                                   barrier=self.barrier, key=key, informer=self.pods)
-        plan = decide(ds, self.nodes.store.list(), pods, self.revisions.store.by_index("owner", uid), self.clock())
+        at = self.clock()
+        backoff = {node: until for (k, node), (_, until) in self.failures.items() if k == key}
+        plan = decide(ds, self.nodes.store.list(), pods, self.revisions.store.by_index("owner", uid), at,
+                      backoff=backoff)
+        for node in plan.failed_on:
+            count = self.failures.get((key, node), (0, at))[0] + 1
+            delay = min(FAILED_BACKOFF_BASE * 2 ** (count - 1), FAILED_BACKOFF_CAP)
+            self.failures[(key, node)] = (count, at + timedelta(seconds=delay))
         c, ns, cause = self.client, req.namespace, req.causation
         if plan.create_revision is not None:
             self.barrier.wrote(key, self.revisions, await w.create_or_adopt_revision(c, plan.create_revision,

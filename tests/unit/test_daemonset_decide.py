@@ -146,3 +146,15 @@ def test_status():
     assert (st["desiredNumberScheduled"], st["currentNumberScheduled"], st["numberReady"],
             st["updatedNumberScheduled"], st["numberAvailable"], st["numberUnavailable"],
             st["numberMisscheduled"]) == (3, 2, 1, 2, 1, 2, 1)
+
+
+def test_failed_pods_are_replaced_after_a_backoff():
+    from datetime import timedelta
+
+    d = ds()
+    failed = [pod("p", "a", phase="Failed")]
+    plan = D.decide(d, [node("a")], failed, [revision_of(d)], NOW, backoff={"a": NOW + timedelta(seconds=4)})
+    assert plan.delete == [] and plan.create == [] and plan.requeue_after == 4
+    assert plan.status["desiredNumberScheduled"] == 1
+    plan = D.decide(d, [node("a")], failed, [revision_of(d)], NOW, backoff={"a": NOW - timedelta(seconds=1)})
+    assert plan.delete == ["p"] and created_on(plan) == ["a"] and plan.failed_on == ["a"]

@@ -162,3 +162,12 @@ def test_min_ready_seconds_gates_the_next_ordinal():
     assert plan.create_pods == [] and plan.requeue_after == 1.0
     plan = S.decide(sts(minReadySeconds=3), [p0], claims(0), [REV1], NOW)
     assert [p["metadata"]["name"] for p in plan.create_pods] == ["web-1"]
+
+
+def test_ordinals_start():
+    s = sts(2, ordinals={"start": 5})
+    plan = S.decide(s, [], {}, [REV1], NOW)
+    assert [p["metadata"]["name"] for p in plan.create_pods] == ["web-5"]
+    assert [c["metadata"]["name"] for c in plan.create_claims] == ["data-web-5"]
+    plan = S.decide(s, [pod(5), pod(6), pod(0)], claims(5, 6, 0), [REV1], NOW)
+    assert plan.delete_pods == ["web-0"] and plan.create_pods == []   # 0 is outside 5..6 now

@@ -50,6 +50,7 @@ class CronPlan:
     status: Obj | None = None                             # None: unchanged
     requeue_after: float | None = None                    # the next scheduled time, from now
     skipped: str = ""                                     # why a due run was not started (for logs)
+    warning: tuple[str, str] | None = None                # (reason, message) of a Warning Event to record
 
 
 def job_name(cronjob: Obj, scheduled: datetime) -> str:
@@ -110,6 +111,10 @@ def decide(cronjob: Obj, jobs: list[Obj], at: datetime) -> CronPlan:
     try:
         schedule = cron.parse(spec.get("schedule") or "", spec.get("timeZone"))
     except cron.ScheduleError as exc:
+        if "time zone" in str(exc):
+            plan.warning = ("UnknownTimeZone", f"invalid timeZone: {spec.get('timeZone')!r}: {exc}")
+        else:
+            plan.warning = ("UnparseableSchedule", f"unparseable schedule: {spec.get('schedule')!r} : {exc}")
         plan.skipped = f"unparseable schedule: {exc}"
         _set_active(status, running)
         plan.status = status if status != old else None
@@ -166,6 +171,7 @@ class CronJobController:
         self.jobs = ctx.informers.informer("jobs")
         self.clock = ctx.options.get("clock") or w.now
         self.barrier = w.ReadBarrier()
+        self.warned: dict[str, tuple] = {}
         self.events = w.EventRecorder(ctx.client, component="cronjob-controller", instance=ctx.identity,
                                       enabled=bool(ctx.options.get("events", True)))
         self.controller = w.WorkloadController("cronjob", self.cronjobs, self.reconcile, secondary=[self.jobs])
@@ -183,6 +189,10 @@ class CronJobController:
         plan = decide(cj, jobs, self.clock())
         if plan.skipped:
             log.info("cronjob %s: %s", key, plan.skipped)
+        stamp = (w.meta(cj).get("uid"), w.meta(cj).get("generation"))
+        if plan.warning is not None and self.warned.get(key) != stamp:   # once per spec, not per wake-up
+            self.warned[key] = stamp
+            self.events.record(cj, "Warning", *plan.warning, causation=req.causation)
         c, ns = self.client, req.namespace
         active = {r.get("name") for r in (cj.get("status") or {}).get("active") or []}
         for j in jobs:

@@ -157,3 +157,7 @@ def test_time_zone_and_bad_schedule():
     assert plan.create["metadata"]["annotations"][C.SCHEDULED_TIMESTAMP] == "2026-01-01T04:00:00Z"
     bad = C.decide(cronjob("nonsense"), [], AT)
     assert bad.create is None and "unparseable schedule" in bad.skipped
+    assert bad.warning == ("UnparseableSchedule", "unparseable schedule: 'nonsense' : expected exactly 5 fields, "
+                                                  "found 1: nonsense")
+    tz = C.decide(cronjob(timeZone="Mars/Olympus"), [], AT)
+    assert tz.warning[0] == "UnknownTimeZone" and tz.create is None

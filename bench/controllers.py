@@ -224,7 +224,20 @@ class Bench:
             cpu1 = self.cpu()
             self.check()
 
+            sets_rv = (await client.list("replicasets.apps", namespace=NS_DEPLOY))["metadata"]["resourceVersion"]
+            steps: list[tuple[float, str, int, int]] = []
+            last: dict[str, int] = {}
+
+            async def follow_sets() -> None:
+                async for _, rs in client.watch("replicasets.apps", namespace=NS_DEPLOY, resource_version=sets_rv):
+                    name = rs["metadata"]["name"][-5:]
+                    step = (round(PERF() - t1, 2), name, rs["spec"]["replicas"],
+                            int((rs.get("status") or {}).get("availableReplicas") or 0))
+                    if last.get(name) != step[2]:   # spec changes only
+                        last[name] = step[2]
+                        steps.append(step)
             t1 = PERF()
+            sets_task = asyncio.create_task(follow_sets())
             await client.patch("deployments.apps", "bench", {"spec": {"template": template("nginx:1.27")}},
                                type="merge", namespace=NS_DEPLOY)
 
@@ -234,6 +247,9 @@ class Bench:
             t_rolled = await watch.until(rolled)
             log(f"  rolling update of {n} done after {t_rolled - t1:.2f} s")
             cpu2 = self.cpu()
+            sets_task.cancel()
+            await asyncio.gather(sets_task, return_exceptions=True)
+            log(f"  the sets' specs during the update (s, set, replicas, available then): {steps}")
         finally:
             await watch.stop()
         d = await client.get("deployments.apps", "bench", namespace=NS_DEPLOY)
@@ -242,6 +258,7 @@ class Bench:
             "pods_created_per_s": n / (t_created - t0),
             "cpu_create_s": {k: cpu1[k] - cpu0[k] for k in cpu1},
             "cpu_update_s": {k: cpu2[k] - cpu1[k] for k in cpu2},
+            "rollout_steps": steps,
             "final_status": {k: d["status"].get(k) for k in ("replicas", "updatedReplicas", "readyReplicas",
                                                              "availableReplicas")},
         }

@@ -17,6 +17,7 @@ tests/unit/test_namespace_controller_unit.py.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ FINALIZER = "kubernetes"
 # Seconds before a namespace whose content is still going is looked at again: growing by half each time
 # up to a cap, as a pod's grace period or someone's finalizer may take a while.
 RECHECK, RECHECK_CAP = 1.0, 5.0
+PARALLEL_DELETES = 16   # deletes in flight at once while emptying a namespace
 
 # kube-controller-manager's condition types, in its order.
 DISCOVERY, PARSING, CONTENT_FAILURE, CONTENT_REMAINING, FINALIZERS_REMAINING = (
@@ -132,6 +134,7 @@ class NamespaceController:
             progress.discovery_errors.append(str(exc))
             return progress
         seen: set[tuple[str, str]] = set()
+        gates = asyncio.Semaphore(PARALLEL_DELETES)
         for info in resources:
             gr = (info.group, info.resource)
             if not info.namespaced or gr in seen or not {"list", "delete"} <= info.verbs:
@@ -144,23 +147,29 @@ class NamespaceController:
             except errors.EventplaneError as exc:
                 progress.delete_errors.append(f"{_resource_name(*gr)}: {exc}")
                 continue
-            for item in items:
-                meta = item.get("metadata") or {}
-                left = item
-                if not meta.get("deletionTimestamp"):
-                    try:
-                        left = await self.client.delete(info, meta["name"], namespace=namespace,
-                                                        propagation_policy="Background", causation=causation)
-                    except errors.NotFoundError:
-                        continue
-                    except errors.EventplaneError as exc:
-                        progress.delete_errors.append(f"{_resource_name(*gr)}/{meta['name']}: {exc}")
-                        continue
-                if (left.get("metadata") or {}).get("deletionTimestamp"):
+            for left in await asyncio.gather(*(self._delete_one(info, item, namespace, causation, progress, gates)
+                                               for item in items)):
+                if left is not None and (left.get("metadata") or {}).get("deletionTimestamp"):
                     progress.remaining[_resource_name(*gr)] += 1
                     for f in (left.get("metadata") or {}).get("finalizers") or []:
                         progress.finalizers[f] += 1
         return progress
+
+    async def _delete_one(self, info, item: Obj, namespace: str, causation: int | None, progress: Progress,
+                          gates: asyncio.Semaphore) -> Obj | None:
+        """Delete one object (unless it is already going); what is left of it, None when gone."""
+        meta = item.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            return item
+        async with gates:
+            try:
+                return await self.client.delete(info, meta["name"], namespace=namespace,
+                                                propagation_policy="Background", causation=causation)
+            except errors.NotFoundError:
+                return None
+            except errors.EventplaneError as exc:
+                progress.delete_errors.append(f"{_resource_name(info.group, info.resource)}/{meta['name']}: {exc}")
+                return None
 
     async def _list_all(self, info, namespace: str) -> list[Obj]:
         items: list[Obj] = []

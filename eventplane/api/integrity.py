@@ -27,6 +27,7 @@ from eventplane.store import exporting, importing, portable, replay
 from .history import GROUP_VERSION, PREFIX, resolve_as_of
 
 NDJSON = "application/x-ndjson"
+REPLAYABLE_CONTROLLERS = ("deployment", "replicaset", "replicationcontroller")   # = reconcilers.replay.REPLAYABLE
 
 
 class IntegrityHandler:
@@ -90,9 +91,12 @@ async def verification(store, q: Mapping[str, str]) -> dict[str, Any]:
 async def replay_of(store, q: Mapping[str, str]) -> dict[str, Any]:
     """ReplayDiff: the objects as they were at `to`, against live state."""
     if q.get("controller"):
+        # Controllers' decision functions run in the client (eventplane/cli/epctl_replay.py, over this
+        # group's export), which keeps the API free of reconciler code; the names are reconcilers/replay.py's.
         raise NotImplementedStatus(
-            f"replay of controller {q['controller']!r}: no controllers exist yet in eventplane, "
-            "so there is no decision function to feed the recorded events to")
+            f"replay of controller {q['controller']!r} is not computed by the server: `epctl replay --controller "
+            f"NAME` replays one in the client, from the exported log (replayable controllers: "
+            f"{', '.join(REPLAYABLE_CONTROLLERS)})")
     to = q.get("to")
     if not to:
         raise errors.BadRequestError("replay needs to=RV|TIME|-DURATION")

@@ -91,8 +91,8 @@ async def test_verify_export_import_replay(api, database_url, servers, tmp_path)
         "deployments.apps": {"created": [], "deleted": [], "changed": ["shop/web"]},
         "services": {"created": [], "deleted": ["shop/web"], "changed": []}}
     assert "services: 0 created, 1 deleted, 0 changed since\n  deleted: shop/web" in replayed
-    no_controllers = await epctl(api, "replay", "--to", "3", "--controller", "deployment")
-    assert no_controllers.code == 1 and "no controllers exist yet" in no_controllers.err
+    no_controller = await epctl(api, "replay", "--to", "3", "--controller", "nope")
+    assert no_controller.code == 1 and "unknown controller 'nope'" in no_controller.err
 
     # eventplane import into a fresh database, then an API server on it
     url = await fresh_database(servers, migrated=False)
@@ -134,7 +134,7 @@ async def test_verify_and_replay_via_nats(api, servers, tmp_path):
                      ["replay", "--to", str(first_apply)], ["replay", "--to", str(first_apply), "-o", "json"]):
             assert await ok(api, *nats, *args, env=env) == await ok(api, *args), args
         no_controllers = await epctl(api, *nats, "replay", "--to", "3", "--controller", "deployment", env=env)
-        assert no_controllers.code == 1 and "no controllers exist yet" in no_controllers.err
+        assert no_controllers.code == 1 and "replay --controller works over REST only" in no_controllers.err
         await api.server.store.pool.execute(
             "UPDATE events SET payload = overlay(payload placing '\\x5a'::bytea from 10 for 1) WHERE position = 4")
         broken = await epctl(api, *nats, "verify", env=env)

@@ -1,0 +1,172 @@
+"""`epctl replay --controller replicaset`: the ReplicaSet controller runs against a real API server
+while a ReplicaSet is created, scaled up and down and loses a pod (a fake kubelet binds pods to two
+nodes and makes them Ready, and confirms graceful deletions); then its recorded decisions are
+replayed with the controller's own decision function — every one agrees — and with a changed one,
+injected from Python, which must disagree where the change matters."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+from eventplane.client import Client
+from eventplane.client import integrity as client_integrity
+from eventplane.cli.epctl_replay import controller_replay
+from eventplane.objects import errors
+from reconcilers.controllers import replicaset
+from reconcilers.controllers.podcontrol import is_pod_active, is_pod_ready
+from reconcilers.controllers.registry import ControllerContext
+from reconcilers.informer import SharedInformerFactory
+from tests.e2e.test_epctl import epctl, ok
+from tests.integration._fake_kubelet import FakeKubelet
+
+NS = "default"
+
+RS = """apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: main, image: nginx:1.25}]
+"""
+
+
+@contextlib.asynccontextmanager
+async def replicaset_controller(api):
+    client = Client.from_kubeconfig(str(api.kubeconfig))
+    factory = SharedInformerFactory(client)
+    built = replicaset.build(ControllerContext(client=client, informers=factory))
+    factory.start()   # the pod informer too, as the manager does
+    tasks = [asyncio.create_task(c.run()) for c in built]
+    try:
+        yield client
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await factory.stop()
+        await client.close()
+
+
+async def settled(client: Client, replicas: int, timeout: float = 30.0) -> list[dict]:
+    """Wait until the set has `replicas` active pods, all Ready, and its status says so."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        pods = [p for p in (await client.list("pods", namespace=NS, label_selector="app=web"))["items"]
+                if is_pod_active(p)]
+        rs = await client.get("replicasets.apps", "web", namespace=NS)
+        status = rs.get("status") or {}
+        if len(pods) == replicas and all(is_pod_ready(p) for p in pods) and \
+                status.get("replicas", 0) == replicas and status.get("readyReplicas", 0) == replicas:
+            return pods
+        assert asyncio.get_running_loop().time() < deadline, f"not settled at {replicas}: {len(pods)} pods, {status}"
+        await asyncio.sleep(0.1)
+
+
+def one_extra(rs, active_pods, **kw):
+    """A deliberately changed decision: one pod more than asked for on every scale-up."""
+    diff = replicaset.manage_replicas(rs, active_pods, **kw)
+    if diff.create:
+        diff.create += 1
+    return diff
+
+
+def oldest_first(rs, active_pods, **kw):
+    """Another: delete the oldest pods instead of Kubernetes' order (unready, younger first)."""
+    diff = replicaset.manage_replicas(rs, active_pods, **kw)
+    if diff.delete:
+        by_age = sorted(active_pods, key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]))
+        diff.delete = by_age[:len(diff.delete)]
+    return diff
+
+
+async def test_replaying_the_replicaset_controller(api):
+    async with replicaset_controller(api) as client, \
+            FakeKubelet(client, NS, node=lambda pod: "node-a" if hash(pod["metadata"]["name"]) % 2 else "node-b"):
+        await api.ok("apply", "-f", "-", input=RS)
+        await settled(client, 3)
+        await api.ok("scale", "replicaset", "web", "--replicas=5")
+        await settled(client, 5)
+        before_down = (await client.list("pods", namespace=NS))["metadata"]["resourceVersion"]
+        await api.ok("scale", "replicaset", "web", "--replicas=2")
+        await settled(client, 2)
+        victim = (await settled(client, 2))[0]["metadata"]["name"]
+        await api.ok("delete", "pod", victim)
+        pods = await settled(client, 2)
+        assert victim not in {p["metadata"]["name"] for p in pods}
+
+        # the recorded decisions, replayed with the controller's own function: all agree
+        out = await ok(api, "replay", "--controller", "replicaset")
+        assert "decisions: " in out and " 0 differ" in out, out
+        doc = json.loads(await ok(api, "replay", "--controller", "replicaset", "-o", "json"))
+        assert doc["kind"] == "ControllerReplay" and doc["controller"] == "replicaset"
+        items = doc["items"]
+        assert doc["decisions"]["replayed"] == len(items) and doc["decisions"]["differ"] == 0
+        assert all(x["agree"] and x["object"] == "default/web" for x in items)
+        acting = [x for x in items if x["recorded"]]
+        creates = [x["recorded"].count("create") for x in acting if "create" in x["recorded"]]
+        deletes = [x["recorded"] for x in acting if any(w.startswith("delete ") for w in x["recorded"])]
+        # created 3, then 2 more on the scale-up, then 1 to replace the deleted pod
+        assert sorted(creates) == [1, 2, 3], items
+        assert len(deletes) == 1 and len(deletes[0]) == 3, items   # the scale-down from 5 to 2
+        # every decision that wrote nothing but status was replayed as "nothing"
+        assert all(x["replayed"] == [] for x in items if not x["recorded"])
+        assert out.count("\n") >= len(items) + 2
+
+        # --from: only the decisions after the scale-down began
+        later = json.loads(await ok(api, "replay", "--controller", "replicaset", "--from", str(before_down),
+                                    "-o", "json"))
+        assert 0 < later["decisions"]["replayed"] < len(items)
+        assert all(x["writes"][0] >= int(before_down) for x in later["items"])
+        # --to: the log up to before the scale-down holds only the creates
+        earlier = json.loads(await ok(api, "replay", "--controller", "replicaset", "--to", str(before_down),
+                                      "-o", "json"))
+        assert earlier["to"] == int(before_down)
+        assert sorted(x["recorded"].count("create") for x in earlier["items"] if x["recorded"]) == [2, 3]
+
+        # a changed decision function, tried against the same history: it must disagree where it matters
+        extra = await controller_replay(client, "replicaset", decide=one_extra)
+        assert extra["decisions"]["differ"] == 3, extra["items"]
+        differing = [x for x in extra["items"] if not x["agree"]]
+        assert sorted(x["replayed"].count("create") - x["recorded"].count("create") for x in differing) == [1, 1, 1]
+        oldest = await controller_replay(client, "replicaset", decide=oldest_first)
+        wrong = [x for x in oldest["items"] if not x["agree"]]
+        assert [sorted(x["recorded"]) for x in wrong] == [sorted(deletes[0])], oldest["items"]
+
+        # the exit code says so too; the text names the differing decision
+        same = await controller_replay(client, "replicaset")
+        assert same["decisions"] == doc["decisions"]
+
+
+async def test_replay_controller_errors(api):
+    unknown = await epctl(api, "replay", "--controller", "nope")
+    assert unknown.code == 1
+    assert "unknown controller 'nope' (replayable controllers: deployment, replicaset, replicationcontroller)" \
+        in unknown.err
+    job = await epctl(api, "replay", "--controller", "job")
+    assert job.code == 1 and "controller 'job' cannot be replayed" in job.err and "replicaset" in job.err
+    nats = await epctl(api, "replay", "--controller", "replicaset", "--via", "nats", "--token", "x",
+                       "--nats-url", "nats://127.0.0.1:1")
+    assert nats.code == 1 and "REST only" in nats.err, nats.err
+    no_to = await epctl(api, "replay")
+    assert no_to.code == 1 and "--to" in no_to.err
+
+    # the server computes no controller: 501, naming the command that does
+    client = Client.from_kubeconfig(str(api.kubeconfig))
+    try:
+        try:
+            await client_integrity.replay(client, "1", controller="replicaset")
+            raise AssertionError("the server replayed a controller")
+        except errors.EventplaneError as exc:
+            assert exc.code == 501 and "epctl replay --controller NAME" in str(exc) and "replicaset" in str(exc)
+        # an empty history: nothing to replay, and that is not an error
+        empty = await controller_replay(client, "replicaset")
+        assert empty["decisions"] == {"replayed": 0, "agree": 0, "differ": 0, "agreeAtCausation": 0}
+    finally:
+        await client.close()

@@ -287,8 +287,11 @@ async def closed_loop(workers: int, seconds: float, op: Callable[[int, int], Awa
 
 def row(name: str, latencies: list[float], run: dict[str, Any], errors: dict[str, int], cpu: dict[str, float],
         **extra: Any) -> dict[str, Any]:
+    per_s = run.get("per_s", run.get("achieved_per_s"))
+    # The apiserver's CPU per request: less sensitive to other load on the machine than rates are.
+    api_ms = cpu.get("apiserver", 0.0) * 1e3 / per_s if per_s else math.nan
     return {"scenario": name, **c.summarize_ms(latencies), "ok": run.get("ok", len(latencies)),
-            "per_s": run.get("per_s", run.get("achieved_per_s")), "seconds": run["seconds"],
+            "per_s": per_s, "seconds": run["seconds"], "api_cpu_ms_per_request": api_ms,
             "errors": sum(errors.values()), "error_kinds": errors, "cpu_cores": cpu, **extra}
 
 
@@ -799,21 +802,24 @@ def render(out: dict[str, Any]) -> str:
         "",
         "   cpu = cores busy in the apiserver (+ cores its event loop spent runnable but waiting for a CPU), "
         "relay,",
-        "   postgres, nats, this process (the clients) and the whole machine (anyone's processes)",
+        "   postgres, nats, this process (the clients) and the whole machine (anyone's processes); api ms/req = the",
+        "   apiserver's CPU (busy, not waiting) per request, the figure least moved by other load on the machine",
         f"   {'scenario':<36} {'ok':>7} {'per s':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'err':>4}  "
-        f"{'cpu api+wait rly/pg/nats/bench/all':>35}",
+        f"{'cpu api+wait rly/pg/nats/bench/all':>35} {'api ms/req':>10}",
     ]
 
-    def line(r: dict[str, Any], label: str | None = None) -> str:
+    def line(r: dict[str, Any], label: str | None = None, *, api: bool = True) -> str:
+        per_request = r.get("api_cpu_ms_per_request", math.nan)
+        cell = f"{per_request:>10.2f}" if api and not math.isnan(per_request) else f"{'-':>10}"
         return (f"   {label or r['scenario']:<36} {r['ok']:>7,} {r['per_s']:>7,.0f} {r['p50_ms']:>7.2f} "
-                f"{r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['errors']:>4}  {cpu_cell(r['cpu_cores']):>35}")
+                f"{r['p99_ms']:>7.2f} {r['max_ms']:>7.1f} {r['errors']:>4}  {cpu_cell(r['cpu_cores']):>35} {cell}")
 
     lines += [
         f"1. creates, {cfg['clients']} closed-loop clients, {cfg['seconds']:g} s (pool of {cfg['clients']} "
         "keep-alive connections)",
         line(cr, "POST configmap"),
         f"2. baseline: EventStore.append in this process, {cfg['clients']} writers, same objects, fresh db",
-        line(raw, "raw EventStore.append"),
+        line(raw, "raw EventStore.append", api=False),
         f"   API creates/s ÷ raw appends/s = {cr['raw_ratio']:.0%}",
         *(f"   group commit, {label}: {g['txns_per_s']:,.0f} txns/s, events/txn mean {g['mean']:.1f} "
           f"p50 {g['p50']} max {g['max']}" for label, g in (("API creates", cr["group_commit"]),

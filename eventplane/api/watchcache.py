@@ -48,7 +48,10 @@ class WatchCache:
         self._config = config
         self.position = start_after  # the last position this cache has seen
         self._buffer: collections.deque[Change] = collections.deque(maxlen=buffer)
-        self._listeners: set[asyncio.Queue] = set()
+        # Each live reader's queue and what it accepts: an event is queued only for the readers that
+        # take it, so that a write wakes no task that would drop it (the namespace and CRD followers,
+        # every watch of another resource).
+        self._listeners: dict[asyncio.Queue, Callable[[Event], bool]] = {}
         # The last change of every stream seen since start: lets a filtered watch tell an object
         # that starts or stops matching its selector (sent as ADDED or DELETED, as Kubernetes does).
         self._last: dict[str, Change] = {}
@@ -78,8 +81,13 @@ class WatchCache:
                     self._last[key] = change
                 self._buffer.append(change)
                 self.position = event.position
-                for q in self._listeners:
-                    q.put_nowait(change)
+                for q, accept in self._listeners.items():
+                    try:
+                        wanted = accept(event)
+                    except Exception:
+                        wanted = True  # the reader calls it again, and meets the error itself
+                    if wanted:
+                        q.put_nowait(change)
                 async with self._advanced:
                     self._advanced.notify_all()
         finally:
@@ -114,7 +122,7 @@ class WatchCache:
     async def changes(self, after: int, accept: Callable[[Event], bool]) -> AsyncIterator[Change]:
         """Every accepted change after `after`, in order: from the buffer, then live."""
         queue: asyncio.Queue[Change] = asyncio.Queue()
-        self._listeners.add(queue)
+        self._listeners[queue] = accept
         try:
             if after < self.oldest():
                 async for change in self._from_stream(after, accept, queue):
@@ -131,7 +139,7 @@ class WatchCache:
                     last = change.event.position
                     yield change
         finally:
-            self._listeners.discard(queue)
+            self._listeners.pop(queue, None)
 
     async def _from_stream(self, after: int, accept: Callable[[Event], bool],
                            queue: asyncio.Queue[Change]) -> AsyncIterator[Change]:

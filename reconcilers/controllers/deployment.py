@@ -131,7 +131,7 @@ def scaled_value(value: int | str | None, total: int, round_up: bool) -> int:
         return value
     text = str(value)
     if not text.endswith("%"):
-        raise ValueError(f"invalid value for IntOrString: invalid type: string is not a percentage")
+        raise ValueError("invalid value for IntOrString: invalid type: string is not a percentage")
     try:
         percent = int(text[:-1])
     except ValueError:

@@ -91,7 +91,30 @@ def _best_effort(pod: Obj) -> bool:
     return True
 
 
-def _in_scope(pod: Obj, scopes: list[str]) -> bool:
+def _scope_expression(pod: Obj, expr: Obj) -> bool:
+    """One scopeSelector requirement: PriorityClass by In/NotIn/Exists/DoesNotExist on priorityClassName,
+    CrossNamespacePodAffinity, or one of the plain scopes with Exists/DoesNotExist."""
+    spec = pod.get("spec") or {}
+    name, op, values = expr.get("scopeName"), expr.get("operator"), set(expr.get("values") or [])
+    if name == "PriorityClass":
+        pc = spec.get("priorityClassName")
+        return {"In": pc in values, "NotIn": pc not in values, "Exists": bool(pc),
+                "DoesNotExist": not pc}.get(op, False)
+    if name == "CrossNamespacePodAffinity":
+        affinity = spec.get("affinity") or {}
+        terms = [t for k in ("podAffinity", "podAntiAffinity") for key in (
+            "requiredDuringSchedulingIgnoredDuringExecution", "preferredDuringSchedulingIgnoredDuringExecution")
+            for t in ((affinity.get(k) or {}).get(key) or [])]
+        crosses = any((t.get("podAffinityTerm") or t).get("namespaces") or
+                      (t.get("podAffinityTerm") or t).get("namespaceSelector") is not None for t in terms)
+        return crosses if op == "Exists" else not crosses
+    holds = _in_scope(pod, [name])
+    return holds if op != "DoesNotExist" else not holds
+
+
+def _in_scope(pod: Obj, scopes: list[str], expressions: list[Obj] | tuple = ()) -> bool:
+    if not all(_scope_expression(pod, e) for e in expressions):
+        return False
     spec = pod.get("spec") or {}
     for scope in scopes:
         terminating = spec.get("activeDeadlineSeconds") is not None
@@ -115,7 +138,8 @@ def usage(quota: Obj, objects: dict[str, list[Obj]]) -> Obj:
     spec = quota.get("spec") or {}
     hard = dict(spec.get("hard") or {})
     scopes = list(spec.get("scopes") or [])
-    pods = [p for p in objects.get("pods") or [] if not w.terminated(p) and _in_scope(p, scopes)]
+    expressions = list((spec.get("scopeSelector") or {}).get("matchExpressions") or [])
+    pods = [p for p in objects.get("pods") or [] if not w.terminated(p) and _in_scope(p, scopes, expressions)]
     claims = [c for c in objects.get("persistentvolumeclaims") or [] if not w.deleting(c)]
     used: dict[str, str] = {}
     for name, limit in hard.items():

@@ -83,3 +83,22 @@ def test_scopes(scopes, count):
                                             "persistentvolumeclaims"), ("requests.nvidia.com/gpu", None)])
 def test_resource_for(name, resource):
     assert R.resource_for(name) == resource
+
+
+@pytest.mark.parametrize("expr,count", [
+    ({"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}, 1),
+    ({"scopeName": "PriorityClass", "operator": "NotIn", "values": ["high"]}, 2),
+    ({"scopeName": "PriorityClass", "operator": "Exists"}, 2),
+    ({"scopeName": "PriorityClass", "operator": "DoesNotExist"}, 1),
+    ({"scopeName": "BestEffort", "operator": "Exists"}, 2),
+    ({"scopeName": "CrossNamespacePodAffinity", "operator": "Exists"}, 1),
+])
+def test_scope_selector(expr, count):
+    high, low, none = pod("h"), pod("l", requests={"cpu": "1"}), pod("n")
+    high["spec"]["priorityClassName"] = "high"
+    low["spec"]["priorityClassName"] = "low"
+    none["spec"]["affinity"] = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"topologyKey": "zone", "namespaces": ["other"], "labelSelector": {}}]}}
+    q = quota({"pods": "9"})
+    q["spec"]["scopeSelector"] = {"matchExpressions": [expr]}
+    assert R.usage(q, {"pods": [high, low, none]})["used"]["pods"] == str(count)

@@ -16,8 +16,9 @@ services.nodeports; configmaps, secrets, replicationcontrollers,
 resourcequotas; persistentvolumeclaims and requests.storage, also per class
 as `<class>.storageclass.storage.k8s.io/requests.storage` and
 `.../persistentvolumeclaims`; `count/<resource>[.<group>]` for any resource.
-Quota scopes Terminating, NotTerminating, BestEffort and NotBestEffort
-filter the pods counted. Enforcement at admission is not here (the security
+Quota scopes Terminating, NotTerminating, BestEffort and NotBestEffort, and
+scopeSelector expressions (PriorityClass, CrossNamespacePodAffinity), filter
+the pods counted. Enforcement at admission is not here (the security
 issue's admission chain).
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ predecessors left.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,7 +35,7 @@ from .filters import DEFAULT_FILTERS, Filter, hard_spread_constraints
 from .pipeline import Cache, Decision, Options, _reasons, equivalence_class, nodes_to_find, schedule
 from .record import TOP, Record, build, from_decision
 from .resources import ZONE_LABEL, Obj, Snapshot, pod_key
-from .scorers import DEFAULT_PROFILE, Profile, Scorer, SelectorSpread
+from .scorers import DEFAULT_PROFILE, MAX_SCORE, Profile, Scorer, SelectorSpread
 
 
 @dataclass
@@ -226,6 +226,17 @@ class _ClassRun:
         self.spread = {s.name for s, _ in self.scorers if isinstance(s, SelectorSpread)}
         fixed = [(self.norm[s.name], w) for s, w in self.scorers if s.name not in self.spread]
         self.base = {n: sum(w * norm[n] for norm, w in fixed) for n in self.feasible}
+        self._ranked: list[str] | None = None
+        self._moved_raw: set[str] = set()   # scorers with a raw value changed since the last normalization
+        # SelectorSpread, kept incrementally: zone totals and a histogram of node counts give its two
+        # maxima without a pass over the nodes; a node's score is then a function of (count, zone).
+        self.sp = next(iter(self.spread)) if len(self.spread) == 1 else None
+        self.sp_w = next((w for s, w in self.scorers if s.name == self.sp), 0)
+        self.sp_zone: dict[str, int] = {}
+        self.sp_hist: dict[int, int] = {}
+        if self.sp is not None:
+            for n in self.feasible:
+                self._sp_add(n, self.raw[self.sp][n][0])
 
     # --- one node, filtered and scored for this class ---
 
@@ -242,6 +253,40 @@ class _ClassRun:
                 return f.name, reasons
         return None
 
+    def _sp_add(self, name: str, count: int) -> None:
+        zone = self.zone_of.get(name)
+        if zone is not None:
+            self.sp_zone[zone] = self.sp_zone.get(zone, 0) + count
+        self.sp_hist[count] = self.sp_hist.get(count, 0) + 1
+
+    def _sp_remove(self, name: str, count: int) -> None:
+        zone = self.zone_of.get(name)
+        if zone is not None:
+            self.sp_zone[zone] -= count
+        left = self.sp_hist[count] - 1
+        if left:
+            self.sp_hist[count] = left
+        else:
+            del self.sp_hist[count]
+
+    def _sp_scores(self) -> Callable[[int, str | None], int]:
+        """SelectorSpread's normalized score of a node by (its count, its zone): normalize_zoned's formula."""
+        max_node = max(self.sp_hist, default=0)
+        max_zone = max(self.sp_zone.values(), default=0)
+        zones = self.sp_zone
+        memo: dict[tuple[int, str | None], int] = {}
+
+        def score(count: int, zone: str | None) -> int:
+            value = memo.get((count, zone))
+            if value is None:
+                s = MAX_SCORE * (max_node - count) / max_node if max_node > 0 else MAX_SCORE
+                if zone is not None:
+                    zs = MAX_SCORE * (max_zone - zones[zone]) / max_zone if max_zone > 0 else MAX_SCORE
+                    s = s / 3 + zs * 2 / 3
+                value = memo[(count, zone)] = int(s)
+            return value
+        return score
+
     def _score(self, name: str) -> None:
         info = self.snapshot.get(name)
         pod = self.pod
@@ -251,6 +296,13 @@ class _ClassRun:
             value, label = s.score(pod, info, self.snapshot, self.score_states[s.name])
             if self.cache is not None:
                 self.cache.score_runs += 1
+            old = self.raw[s.name].get(name)
+            if old is None or old[0] != value:
+                self._moved_raw.add(s.name)
+                if s.name == self.sp:
+                    if old is not None:
+                        self._sp_remove(name, old[0])
+                    self._sp_add(name, value)
             self.raw[s.name][name] = (value, label)
 
     def _examine(self, name: str) -> bool:
@@ -260,16 +312,21 @@ class _ClassRun:
         if rejected is None:
             self.feasible.add(name)
             self.rejected.pop(name, None)
-            self._score(name)
             info = self.snapshot.get(name)
             if info is not None and ZONE_LABEL in info.labels:
                 self.zone_of[name] = info.labels[ZONE_LABEL]
+            self._score(name)
         else:
             self.feasible.discard(name)
             self.rejected[name] = rejected
+            if self.sp is not None and name in self.raw[self.sp]:
+                self._sp_remove(name, self.raw[self.sp][name][0])
             for table in (*self.raw.values(), *self.norm.values()):
                 table.pop(name, None)
-        return was != (name in self.feasible)
+        if was != (name in self.feasible):
+            self._ranked = None
+            return True
+        return False
 
     def _grow(self) -> bool:
         """Examine further nodes (from where the search stopped) until enough are feasible."""
@@ -283,10 +340,11 @@ class _ClassRun:
         self.next_start = (self.start + self.examined) % self.n if self.n else 0
         return changed
 
-    def _normalize(self, touched: str | None, set_changed: bool) -> None:
-        """Normalized scores after `touched` changed; `base` (the weighted sum of every scorer but
-        SelectorSpread, whose zone counts move with every pod) is kept current alongside."""
+    def _normalize(self, touched: Sequence[str], set_changed: bool) -> None:
+        """Normalized scores after the `touched` nodes changed; `base` (the weighted sum of every scorer
+        but SelectorSpread, whose zone counts move with every pod) is kept current alongside."""
         redo_base = set_changed
+        touched = [n for n in touched if n in self.feasible]
         for s, _ in self.scorers:
             raw = self.raw[s.name]
             if s.name in self.spread:
@@ -294,9 +352,11 @@ class _ClassRun:
             if s.name in self.identity:
                 if set_changed:
                     self.norm[s.name] = {k: v[0] for k, v in raw.items()}
-                elif touched is not None and touched in raw:
-                    self.norm[s.name][touched] = raw[touched][0]
-            elif set_changed or (touched is not None and touched in raw):
+                else:
+                    norm = self.norm[s.name]
+                    for n in touched:
+                        norm[n] = raw[n][0]
+            elif set_changed or s.name in self._moved_raw:
                 # A max-based normalization: redo it (and every node's base) only when it moved.
                 new = s.normalize({k: v[0] for k, v in raw.items()}, self.snapshot)
                 if new != self.norm[s.name]:
@@ -305,22 +365,41 @@ class _ClassRun:
         fixed = [(self.norm[s.name], w) for s, w in self.scorers if s.name not in self.spread]
         if redo_base:
             self.base = {n: sum(w * norm[n] for norm, w in fixed) for n in self.feasible}
-        elif touched is not None and touched in self.feasible:
-            self.base[touched] = sum(w * norm[touched] for norm, w in fixed)
+            self._ranked = None
+        else:
+            for n in touched:
+                self.base[n] = sum(w * norm[n] for norm, w in fixed)
+        self._moved_raw.clear()
         for s, _ in self.scorers:
-            if s.name in self.spread:
+            if s.name in self.spread and self.sp is None:
                 self.norm[s.name] = SelectorSpread.normalize_zoned(
                     {k: v[0] for k, v in self.raw[s.name].items()}, self.zone_of)
 
+    def _norm_of(self, scorer: str, node: str) -> int:
+        if scorer == self.sp:
+            return self._sp_score(self.raw[scorer][node][0], self.zone_of.get(node))
+        return self.norm[scorer][node]
+
+    def _ranked_nodes(self) -> list[str]:
+        """The feasible nodes in examination order (so that ties go to the node examined first)."""
+        if self._ranked is None:
+            self._ranked = sorted(self.feasible, key=self.order.__getitem__)
+        return self._ranked
+
     def _totals(self) -> dict[str, int]:
         base = self.base
+        nodes = self._ranked_nodes()
+        if self.sp is not None:
+            score, w, counts, zone_of = self._sp_scores(), self.sp_w, self.raw[self.sp], self.zone_of
+            self._sp_score = score
+            return {n: base[n] + w * score(counts[n][0], zone_of.get(n)) for n in nodes}
         spread = [(self.norm[s.name], w) for s, w in self.scorers if s.name in self.spread]
         if not spread:
-            return {n: base[n] for n in self.feasible}
+            return {n: base[n] for n in nodes}
         if len(spread) == 1:
             (norm, w), = spread
-            return {n: base[n] + w * norm[n] for n in self.feasible}
-        return {n: base[n] + sum(w * norm[n] for norm, w in spread) for n in self.feasible}
+            return {n: base[n] + w * norm[n] for n in nodes}
+        return {n: base[n] + sum(w * norm[n] for norm, w in spread) for n in nodes}
 
     def _record(self, pod: Obj, node: str | None, index: int, size: int, totals: dict[str, int],
                 best: list[str]) -> Record:
@@ -334,7 +413,7 @@ class _ClassRun:
             groups.setdefault((f, reasons), []).append(name)
             for r in reasons:
                 counts[r] = counts.get(r, 0) + 1
-        top = [(n, totals[n], [(s.name, w, self.norm[s.name][n], self.raw[s.name][n][1]) for s, w in self.scorers])
+        top = [(n, totals[n], [(s.name, w, self._norm_of(s.name, n), self.raw[s.name][n][1]) for s, w in self.scorers])
                for n in best]
         return build(pod=pod_key(pod), profile=self.profile.name, node=node, num_nodes=self.n,
                      examined=self.examined, feasible=len(self.feasible), start=self.start,
@@ -352,13 +431,12 @@ class _ClassRun:
             if name in self.order:
                 set_changed |= self._examine(name)
         set_changed |= self._grow()
-        self._normalize(None, True)
+        self._normalize(list(changed), set_changed)
 
     def take(self, pod: Obj, index: int, size: int) -> Placement:
         """Place one pod of the class on the best node now, and bring the state up to date after it."""
         totals = self._totals()
-        order = self.order
-        best = heapq.nlargest(self.top, totals, key=lambda n: (totals[n], -order[n]))
+        best = heapq.nlargest(self.top, totals, key=totals.__getitem__)   # stable: ties keep the order
         node = best[0] if best else None
         rejected_by = frozenset(f for f, _ in self.rejected.values())
         pl = Placement(pod, node, self._record(pod, node, index, size, totals, best), rejected_by)
@@ -367,5 +445,5 @@ class _ClassRun:
             self.snapshot = self.snapshot.with_pod(pod, node)
             changed = self._examine(node)
             changed |= self._grow()
-            self._normalize(node, changed)
+            self._normalize([node], changed)
         return pl

@@ -57,8 +57,8 @@ log = logging.getLogger("eventplane.scheduler")
 
 DEFAULT_SCHEDULER_NAME = "default-scheduler"
 BATCH = 512           # pods decided per pass of the loop
-BINDERS = 64          # bindings in flight at once
-EVENT_WRITERS = 16
+BINDERS = 32          # bindings in flight at once (more only queue up in the API server)
+EVENT_WRITERS = 8
 PRUNE_AT = 200_000    # memo entries before stale generations are dropped
 AVOID_SECONDS = 300.0  # how long a controller's pods avoid a node where one of them failed to start
 # Container states that mean "could not start here" (the kubelet's reasons).

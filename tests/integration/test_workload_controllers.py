@@ -314,6 +314,26 @@ async def test_pause_resume_and_why_walks_back_to_the_users_request(api):
         await client.close()
 
 
+async def test_progress_deadline_exceeded_ends_rollout_status(api):
+    # No kubelet here: pods never become ready, so the rollout makes no progress.
+    async with manager(api):
+        manifest = deployment_yaml("stuck", replicas=2).replace("  replicas: 2\n",
+                                                                "  replicas: 2\n  progressDeadlineSeconds: 2\n")
+        await api.ok("apply", "-f", "-", input=manifest)
+        r = await api.kubectl("rollout", "status", "deployment/stuck", "--timeout=30s", timeout=40)
+        assert r.code != 0
+        assert 'deployment "stuck" exceeded its progress deadline' in r.err
+        client = Client.from_kubeconfig(str(api.kubeconfig))
+        d = await client.get("deployments.apps", "stuck", namespace=NS)
+        conditions = {c["type"]: c for c in d["status"]["conditions"]}
+        assert (conditions["Progressing"]["status"], conditions["Progressing"]["reason"]) == \
+            ("False", "ProgressDeadlineExceeded")
+        assert conditions["Progressing"]["message"].endswith("has timed out progressing.")
+        assert (conditions["Available"]["status"], conditions["Available"]["reason"]) == \
+            ("False", "MinimumReplicasUnavailable")
+        await client.close()
+
+
 async def test_recreate_stops_old_pods_before_starting_new(api):
     async with manager(api), Kubelet(api):
         client = Client.from_kubeconfig(str(api.kubeconfig))

@@ -79,6 +79,15 @@ async def test_one_pod_per_eligible_node_following_nodes_and_rolling_update(api)
         revisions = (await c.list("controllerrevisions", namespace="default"))["items"]
         assert sorted(r["revision"] for r in revisions) == [1, 2]
 
+        # kubectl rollout undo goes back through the ControllerRevisions.
+        await api.ok("rollout", "undo", "daemonset/agent")
+        await api.ok("rollout", "status", "daemonset/agent", "--timeout=60s", timeout=70)
+
+        async def back():
+            pods = (await c.list("pods", namespace="default"))["items"]
+            return sorted(p["spec"]["containers"][0]["image"] for p in pods) == ["agent:1", "agent:1"]
+        await wait_for(back)
+
 
 async def test_with_the_scheduler_and_simulated_nodes(api, servers):
     """No fake kubelet: the real scheduler binds each daemon pod by its matchFields affinity, and simulated

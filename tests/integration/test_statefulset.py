@@ -88,6 +88,16 @@ async def test_ordered_creation_stable_claims_scale_and_rolling_update(api):
         revisions = (await c.list("controllerrevisions", namespace="default"))["items"]
         assert sorted(r["revision"] for r in revisions) == [1, 2]
 
+        # kubectl reads the ControllerRevisions: history, and undo to the first template.
+        history = await api.ok("rollout", "history", "statefulset/web")
+        assert "1" in history and "2" in history
+        await api.ok("rollout", "undo", "statefulset/web")
+        await api.ok("rollout", "status", "statefulset/web", "--timeout=60s", timeout=70)
+        pods = (await c.list("pods", namespace="default"))["items"]
+        assert {p["spec"]["containers"][0]["image"] for p in pods} == {"nginx:1.25"}
+        revisions = (await c.list("controllerrevisions", namespace="default"))["items"]
+        assert sorted(r["revision"] for r in revisions) == [2, 3]   # revision 1 came back as 3
+
         # Scale down: pods go from the highest ordinal, claims stay.
         await api.ok("scale", "statefulset/web", "--replicas=1")
 

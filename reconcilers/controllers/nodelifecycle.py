@@ -31,9 +31,9 @@ pkg/controller/nodelifecycle and its taint-based eviction:
    zone going dark at once is a partition, not a failure. When every zone is
    in FullDisruption the controller itself is probably cut off: no NoExecute
    taint is added and those it added are removed. As Kubernetes does in one
-   monitoring pass, a node must have been unhealthy for `monitor_period`
-   before it is NoExecute-tainted, so that nodes going dark together are
-   counted together.
+   monitoring pass, a node must have been unhealthy — and its zone's state
+   unchanged — for `monitor_period` before it is NoExecute-tainted, so that
+   nodes going dark (or coming back) together are counted together.
 4. Eviction. A pod on a node with a NoExecute taint it does not tolerate is
    deleted (gracefully, after a DisruptionTarget condition) once the taint is
    older than the pod's tolerationSeconds. This API server has no
@@ -95,6 +95,7 @@ STATUS_UNKNOWN = ("NodeStatusUnknown", "Kubelet stopped posting node status.")
 NEVER_UPDATED = ("NodeStatusNeverUpdated", "Kubelet never posted node status.")
 
 NORMAL, PARTIAL, FULL = "Normal", "PartialDisruption", "FullDisruption"
+EVICTED_MEMORY = 60.0   # seconds an eviction is remembered, until the pods informer shows it
 
 
 @dataclass(frozen=True)
@@ -327,6 +328,8 @@ class NodeLifecycle:
         self._unhealthy_since: dict[str, float] = {}
         self._limiters: dict[str, ZoneLimiter] = {}
         self._zone_states: dict[str, str] = {}
+        self._zone_since: dict[str, float] = {}     # zone → local monotonic time its state last changed
+        self._evicted: dict[str, float] = {}        # pod uid → when we evicted it (not twice while the cache lags)
         self._all_full = False
         self._ready: dict[str, str] = {}            # node → Ready status as this controller knows it
         self._zone_of: dict[str, str] = {}
@@ -428,6 +431,9 @@ class NodeLifecycle:
                 if z in states:
                     log.info("zone %r: %s", z, states[z])
             self._zone_states, self._all_full, self._zones_dirty = states, all_full, False
+            now = time.monotonic()
+            for z in changed:
+                self._zone_since[z] = now
             for z, state in states.items():   # every zone: a zone's size may have changed its rate
                 self._limiter(z).set_rate(eviction_rate(state, sum(counts[z]), all_full=all_full,
                                                         settings=self.settings))
@@ -490,9 +496,11 @@ class NodeLifecycle:
         elif self._all_full:
             no_execute = False       # we are probably the ones cut off: take back what we added
         elif not has_ours:
-            waited = mono - self._unhealthy_since[name]
-            if waited < self.settings.monitor_period:
-                self.controller.queue.add_after(name, self.settings.monitor_period - waited + 0.05)
+            # Unhealthy, in a zone whose state has held, for a monitor period: nodes that go dark (or
+            # come back) together are counted together before anything is evicted.
+            settled = max(self._unhealthy_since[name], self._zone_since.get(zone, 0.0)) + self.settings.monitor_period
+            if mono < settled:
+                self.controller.queue.add_after(name, settled - mono + 0.05)
             else:
                 wait = self._limiter(zone).take()
                 if wait == 0:
@@ -524,11 +532,13 @@ class NodeLifecycle:
         if not taints:
             return
         name = node["metadata"]["name"]
-        now = time.time()
+        now, mono = time.time(), time.monotonic()
+        for uid in [u for u, at in self._evicted.items() if mono - at > EVICTED_MEMORY]:
+            del self._evicted[uid]
         soonest: float | None = None
         for pod in self.pods.store.by_index(BY_NODE, name):
             meta = pod.get("metadata") or {}
-            if meta.get("deletionTimestamp"):
+            if meta.get("deletionTimestamp") or meta.get("uid") in self._evicted:
                 continue
             at = eviction_deadline(pod, taints, default_toleration_seconds=self.settings.default_toleration_seconds,
                                    now=now)
@@ -573,6 +583,7 @@ class NodeLifecycle:
                                      causation=causation)
         except (errors.NotFoundError, errors.ConflictError):   # gone, or another pod of that name by now
             return
+        self._evicted[meta.get("uid", "")] = time.monotonic()
         self.events.record(pod, "Normal", "TaintManagerEviction", f"Marking for deletion Pod {ns}/{pod_name}",
                            causation=causation)
 

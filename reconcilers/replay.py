@@ -14,7 +14,8 @@ writes of one decision are those sharing a causation that is an event of the own
 * replicaset / replicationcontroller: pods Created with a controller reference to a set, pods
   deleted (Deleting or Deleted) whose causation is an event of their set, and the set's own
   status writes. A status write ends a sync, so a later pod write with the same causation is the
-  next decision.
+  next decision; so is a delete after creates (or a create after deletes): one sync does one or
+  the other.
 * deployment: ReplicaSets created, updated (scaled) or deleted whose causation is an event of
   the Deployment that controls them, and the Deployment's own annotation and status writes.
 
@@ -183,12 +184,13 @@ class _Replayer:
             return None
         return at
 
-    def decision_for(self, owner: Obj, causation: int, view: int) -> Decision:
-        """The decision a write with this causation belongs to: the open one, or a new one replayed on
-        the world as it is now (just before the write being fed)."""
+    def decision_for(self, owner: Obj, causation: int, view: int, *,
+                     fits: Callable[[Decision], bool] | None = None) -> Decision:
+        """The decision a write with this causation belongs to: the open one (if the write `fits` it), or
+        a new one replayed on the world as it is now (just before the write being fed)."""
         uid = _meta(owner).get("uid") or ""
         d = self.open.get(uid)
-        if d is not None and d.causation == causation and not d.closed:
+        if d is not None and d.causation == causation and not d.closed and (fits is None or fits(d)):
             return d
         if d is not None:
             self.done.append(d)
@@ -260,7 +262,10 @@ class ReplicaSetReplayer(_Replayer):
             action = f"delete {_meta(e.obj).get('name')}"
         else:
             return       # adoption and release patches: claim() replays them
-        d = self.decision_for(at[2], e.causation, e.position - 1)
+        # One sync creates or deletes, never both: a write of the other sort is the next sync's.
+        creating = action == "create"
+        d = self.decision_for(at[2], e.causation, e.position - 1,
+                              fits=lambda d: all((w == "create") == creating for w in d.recorded))
         d.writes.append(e.position)
         d.actors.append(e.actor)
         d.recorded.append(action)

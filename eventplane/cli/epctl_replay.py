@@ -45,8 +45,8 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="with --controller: report only decisions whose first write is at or after this point")
     p.add_argument("--controller", metavar="NAME",
                    help="replay one controller's recorded decisions with its decision function and compare the "
-                        f"writes it would make with those recorded ({', '.join(sorted(controller_replays.REPLAYABLE))});"
-                        f" exits {DIFFER_EXIT} when a decision differs")
+                        "writes it would make with those recorded "
+                        f"({', '.join(sorted(controller_replays.REPLAYABLE))}); exits {DIFFER_EXIT} when one differs")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
 
 
@@ -111,8 +111,8 @@ async def controller_replay(client: Client, name: str, *, start: str | None = No
             continue
         obj = unpack(base64.b64decode(d["payload"]))
         obj.setdefault("metadata", {})["resourceVersion"] = str(d["position"])
-        controller_replays.feed(r, controller_replays.Recorded(
-            d["position"], d["stream"], d["type"], d["causation"], obj, d.get("actor") or "", d.get("occurredAt") or ""))
+        controller_replays.feed(r, controller_replays.Recorded(d["position"], d["stream"], d["type"], d["causation"],
+                                                               obj, d.get("actor") or "", d.get("occurredAt") or ""))
     decisions = [x for x in r.decisions() if (x.writes[0] if x.writes else x.view + 1) >= first]
     agree = sum(1 for x in decisions if x.agree)
     late = sum(1 for x in decisions if x.agreement == "causation")
@@ -163,6 +163,6 @@ async def run_controller(args: argparse.Namespace, client: Client) -> int:
         for x in doc["items"]:
             if not x["agree"]:
                 print(f"differs: {x['kind']} {x['object']} at causation {x['causation']} (writes "
-                      f"{_span(x['writes'])}, world as of {x['view']}): would {words(x['replayed'])}, "
-                      f"recorded {words(x['recorded'])}")
+                      f"{_span(x['writes'])}, world as of {x['view']}): would "
+                      f"{words(x['replayed']) if x['replayed'] else 'do nothing'}, recorded {words(x['recorded'])}")
     return 0 if doc["decisions"]["differ"] == 0 else DIFFER_EXIT

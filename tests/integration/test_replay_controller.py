@@ -14,7 +14,7 @@ from eventplane.client import integrity as client_integrity
 from eventplane.cli.epctl_replay import controller_replay
 from eventplane.objects import errors
 from reconcilers.controllers import replicaset
-from reconcilers.controllers.podcontrol import is_pod_active, is_pod_ready
+from reconcilers.controllers.podcontrol import is_pod_active, is_pod_ready, pod_from_template
 from reconcilers.controllers.registry import ControllerContext
 from reconcilers.informer import SharedInformerFactory
 from tests.e2e.test_epctl import epctl, ok
@@ -36,10 +36,12 @@ spec:
 
 
 @contextlib.asynccontextmanager
-async def replicaset_controller(api):
+async def replicaset_controller(api, *more):
+    """The ReplicaSet controller (and the builders in `more`) running until the block ends; yields a client."""
     client = Client.from_kubeconfig(str(api.kubeconfig))
     factory = SharedInformerFactory(client)
-    built = replicaset.build(ControllerContext(client=client, informers=factory))
+    ctx = ControllerContext(client=client, informers=factory)
+    built = [c for b in (replicaset.build, *more) for c in b(ctx)]
     factory.start()   # the pod informer too, as the manager does
     tasks = [asyncio.create_task(c.run()) for c in built]
     try:
@@ -139,9 +141,18 @@ async def test_replaying_the_replicaset_controller(api):
         wrong = [x for x in oldest["items"] if not x["agree"]]
         assert [sorted(x["recorded"]) for x in wrong] == [sorted(deletes[0])], oldest["items"]
 
-        # the exit code says so too; the text names the differing decision
-        same = await controller_replay(client, "replicaset")
-        assert same["decisions"] == doc["decisions"]
+        # a write the function would not make, recorded as the controller's (an extra pod with the set's
+        # causation): the command names that decision and exits 2
+        rs = await client.get("replicasets.apps", "web", namespace=NS)
+        rogue = await client.create(pod_from_template(rs["spec"]["template"], rs), namespace=NS,
+                                    causation=int(rs["metadata"]["resourceVersion"]))
+        await settled(client, 2)   # the controller deletes one pod again
+        r = await epctl(api, "replay", "--controller", "replicaset")
+        assert r.code == 2, r
+        assert " agree, 1 differ" in r.out, r.out
+        assert f"differs: ReplicaSet default/web at causation {rs['metadata']['resourceVersion']} (writes " \
+            f"{rogue['metadata']['resourceVersion']}, world as of {int(rogue['metadata']['resourceVersion']) - 1}): " \
+            "would do nothing, recorded create" in r.out, r.out
 
 
 async def test_replay_controller_errors(api):
@@ -170,3 +181,72 @@ async def test_replay_controller_errors(api):
         assert empty["decisions"] == {"replayed": 0, "agree": 0, "differ": 0, "agreeAtCausation": 0}
     finally:
         await client.close()
+
+
+DEPLOYMENT = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shop, namespace: default}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: shop}}
+  strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 1}}
+  template:
+    metadata: {labels: {app: shop}}
+    spec:
+      containers: [{name: main, image: nginx:1.25}]
+"""
+
+
+async def rolled_out(client: Client, replicas: int, image: str, timeout: float = 60.0) -> None:
+    """Wait until the Deployment's status shows `replicas` updated, available pods of `image`, and only those."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        d = await client.get("deployments.apps", "shop", namespace=NS)
+        s = d.get("status") or {}
+        pods = [p for p in (await client.list("pods", namespace=NS, label_selector="app=shop"))["items"]
+                if is_pod_active(p)]
+        if s.get("observedGeneration") == d["metadata"]["generation"] and s.get("updatedReplicas") == replicas \
+                and s.get("availableReplicas") == replicas and s.get("replicas") == replicas and \
+                len(pods) == replicas and all(p["spec"]["containers"][0]["image"] == image for p in pods):
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"not rolled out: {s}, {len(pods)} pods"
+        await asyncio.sleep(0.1)
+
+
+def no_surge(d, rss, pods_by_rs=None, **kw):
+    """A changed Deployment decision: never scale a new ReplicaSet above 1 in one step."""
+    from reconcilers.controllers import deployment
+    plan = deployment.plan(d, rss, pods_by_rs, **kw)
+    for action in plan.actions:
+        if isinstance(action, (deployment.CreateReplicaSet, deployment.UpdateReplicaSet)):
+            action.rs["spec"]["replicas"] = min(int(action.rs["spec"].get("replicas") or 0), 1)
+    return plan
+
+
+async def test_replaying_the_deployment_controller(api):
+    from reconcilers.controllers import deployment
+    async with replicaset_controller(api, deployment.build) as client, \
+            FakeKubelet(client, NS, node=lambda pod: "node-a"):
+        await api.ok("apply", "-f", "-", input=DEPLOYMENT)
+        await rolled_out(client, 3, "nginx:1.25")
+        await api.ok("set", "image", "deployment/shop", "main=nginx:1.27")
+        await rolled_out(client, 3, "nginx:1.27")
+        await api.ok("scale", "deployment", "shop", "--replicas=5")
+        await rolled_out(client, 5, "nginx:1.27")
+
+        doc = await controller_replay(client, "deployment")
+        acting = [x for x in doc["items"] if x["recorded"]]
+        assert doc["decisions"]["differ"] == 0, [x for x in doc["items"] if not x["agree"]]
+        words = [w for x in acting for w in x["recorded"]]
+        assert sum(w.startswith("create shop-") for w in words) == 2, words     # two templates, two sets
+        assert any(w.startswith("scale shop-") and w.endswith("→5") for w in words), words
+        out = await ok(api, "replay", "--controller", "deployment")
+        assert f"decisions: {len(doc['items'])} replayed, {len(doc['items'])} agree, 0 differ" in out
+
+        # the pods of both sets, replayed as their ReplicaSets decided them (siblings rank deletions)
+        sets = await controller_replay(client, "replicaset")
+        assert sets["decisions"]["differ"] == 0, [x for x in sets["items"] if not x["agree"]]
+        assert len({x["object"] for x in sets["items"] if x["recorded"]}) == 2
+
+        changed = await controller_replay(client, "deployment", decide=no_surge)
+        assert changed["decisions"]["differ"] > 0

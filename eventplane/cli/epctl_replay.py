@@ -95,7 +95,8 @@ async def controller_replay(client: Client, name: str, *, start: str | None = No
     try:
         integrity.rest_of(client, "replay --controller")
     except ValueError as exc:
-        raise UsageError(str(exc).replace("a whole log", "it reads the whole log, and a whole log")) from exc
+        raise UsageError("replay --controller works over REST only (use --via rest): it reads the log through "
+                         "the export, a stream, not one NATS request and its answer") from exc
     first = 0
     if start:
         # a position is itself the first; a time resolves to the last event at or before it

@@ -177,10 +177,46 @@ async def test_replay_controller_errors(api):
         except errors.EventplaneError as exc:
             assert exc.code == 501 and "epctl replay --controller NAME" in str(exc) and "replicaset" in str(exc)
         # an empty history: nothing to replay, and that is not an error
-        empty = await controller_replay(client, "replicaset")
+        empty = await controller_replay(client, "replicaset", start="-1h")
         assert empty["decisions"] == {"replayed": 0, "agree": 0, "differ": 0, "agreeAtCausation": 0}
     finally:
         await client.close()
+
+
+RC = """apiVersion: v1
+kind: ReplicationController
+metadata: {name: legacy, namespace: default}
+spec:
+  replicas: 2
+  selector: {app: legacy}
+  template:
+    metadata: {labels: {app: legacy}}
+    spec:
+      containers: [{name: main, image: nginx:1.25}]
+"""
+
+
+async def test_replaying_the_replicationcontroller_manager(api):
+    async with replicaset_controller(api, replicaset.build_replicationcontroller) as client:
+        await api.ok("apply", "-f", "-", input=RC)
+        await api.ok("scale", "rc", "legacy", "--replicas=1")
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            pods = (await client.list("pods", namespace=NS, label_selector="app=legacy"))["items"]
+            rc = await client.get("replicationcontrollers", "legacy", namespace=NS)
+            if len([p for p in pods if is_pod_active(p)]) == 1 and (rc.get("status") or {}).get("replicas") == 1 \
+                    and rc["status"].get("observedGeneration") == rc["metadata"]["generation"]:
+                break
+            assert asyncio.get_running_loop().time() < deadline, rc.get("status")
+            await asyncio.sleep(0.1)
+        start = (await client.query("positions", {"at": "-1h"}))["resourceVersion"]
+        doc = await controller_replay(client, "replicationcontroller", start=str(int(start) + 1))
+        assert doc["decisions"]["differ"] == 0 and doc["decisions"]["replayed"] >= 1, doc["items"]
+        assert {x["kind"] for x in doc["items"]} == {"ReplicationController"}
+        assert sum(x["recorded"].count("create") for x in doc["items"]) == \
+            sum(1 for x in doc["items"] for w in x["recorded"] if w.startswith("delete ")) + 1
+        # the ReplicaSet replay sees none of it
+        assert (await controller_replay(client, "replicaset"))["items"] == []
 
 
 DEPLOYMENT = """apiVersion: apps/v1

@@ -312,6 +312,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the bindings of one run")
     p.add_argument("--server-log-level", default="warning", choices=("debug", "info", "warning", "error"))
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of the table")
+    p.add_argument("--profile", metavar="N", type=int, default=0,
+                   help="run this process under cProfile and print its N most expensive functions to stderr")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--dir", default=None, help="parent directory of the temp data dir")
     p.add_argument("--keep", action="store_true", help="keep the temp data dir (server logs) after the run")
@@ -331,11 +333,20 @@ def main(argv: list[str] | None = None) -> int:
     started = PERF()
     with c.embedded_servers(parent=args.dir, keep=args.keep) as servers, c.child_processes() as children:
         log(f"servers up in {servers.data_dir} ({PERF() - started:.1f} s)")
+        profiler = None
+        if args.profile:
+            import cProfile
+            profiler = cProfile.Profile()
+            profiler.enable()
         try:
             out = runner(c.cancelled_by_sigterm(run_all(servers, children, args, loop_name)))
         except asyncio.CancelledError:
             log("stopped by SIGTERM")
             return 128 + signal.SIGTERM
+    if profiler is not None:
+        import pstats
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(args.profile)
     out["total_seconds"] = PERF() - started
     if args.json:
         print(json.dumps(c.no_nan(out), indent=2, default=str))

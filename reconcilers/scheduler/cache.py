@@ -47,10 +47,21 @@ class NodeCache:
         self.where: dict[str, str] = {}                    # key -> node, for every pod in by_node
         self.assumed: dict[str, str] = {}                  # key -> node, decided but not yet seen bound
         self.nominated: dict[str, str] = {}                # key -> node, reserved by preemption
-        self.snapshot = Snapshot.build([])
+        self._snapshot = Snapshot.build([])
+        self._stale = False      # nodes were added or removed: rebuild on the next read
         self.epoch = 0
         self._log: list[str] = []
         self._log_base = 0
+
+    @property
+    def snapshot(self) -> Snapshot:
+        if self._stale:
+            self._rebuild()
+        return self._snapshot
+
+    @snapshot.setter
+    def snapshot(self, value: Snapshot) -> None:
+        self._snapshot = value
 
     # --- the change log (batch.ChangeLog) ---
 
@@ -82,7 +93,8 @@ class NodeCache:
             self.update_node(node)
             return
         self.nodes[name] = node
-        self._rebuild()
+        self._stale = True   # a sync adds nodes by the thousand: one rebuild when next read, not one each
+        self.epoch += 1
 
     def update_node(self, node: Obj) -> set[str]:
         """Replace a node; returns what changed among labels, taints, unschedulable, allocatable, images."""
@@ -94,13 +106,15 @@ class NodeCache:
         changed = node_changes(old, node)
         self.nodes[name] = node
         if changed:
-            self.snapshot = self.snapshot.with_node(node)
+            if not self._stale:
+                self.snapshot = self.snapshot.with_node(node)
             self.epoch += 1
         return changed
 
     def delete_node(self, name: str) -> None:
         if self.nodes.pop(name, None) is not None:
-            self._rebuild()
+            self._stale = True
+            self.epoch += 1
 
     # --- pods ---
 
@@ -175,7 +189,8 @@ class NodeCache:
         self.where[key] = node
         self.by_node.setdefault(node, {})[key] = pod
         if node in self.nodes:
-            self.snapshot = self.snapshot.with_pod(pod, node)
+            if not self._stale:
+                self.snapshot = self.snapshot.with_pod(pod, node)
             self._logged(node, pod)
 
     def _take(self, key: str) -> None:
@@ -185,12 +200,14 @@ class NodeCache:
         if not pods:
             self.by_node.pop(node, None)
         if node in self.nodes:
-            self.snapshot = self.snapshot.without_pod(key, node)
+            if not self._stale:
+                self.snapshot = self.snapshot.without_pod(key, node)
             self._logged(node, pod)
 
     def _rebuild(self) -> None:
         pods = [p for name in self.nodes for p in self.by_node.get(name, {}).values()]
-        self.snapshot = Snapshot.build(self.nodes.values(), pods, namespaces=self.snapshot.namespaces)
+        self._snapshot = Snapshot.build(self.nodes.values(), pods, namespaces=self._snapshot.namespaces)
+        self._stale = False
         self.epoch += 1
 
 

@@ -309,13 +309,19 @@ class PodTopologySpread(Filter):
         namespace = _meta(pod).get("namespace") or "default"
         selectors = [sel.LabelSelector.from_object(c.get("labelSelector")) for c in constraints]
         counts: list[dict[str, int]] = [{} for _ in constraints]
+        memo_keys = [(namespace, repr(c.get("labelSelector"))) for c in constraints]
         for info in snapshot.nodes:
             labels = info.labels
             if not all(k in labels for k in keys) or not node_affinity_matches(pod, info):
                 continue
+            # A NodeInfo never changes (a change makes a new one): its matching counts are memoized on it.
+            memo = info.__dict__.setdefault("_spread_counts", {})
             for i, (key, selector) in enumerate(zip(keys, selectors)):
                 domain = labels[key]
-                n = sum(1 for p in info.pods if (_meta(p).get("namespace") or "default") == namespace
+                n = memo.get(memo_keys[i])
+                if n is None:
+                    n = memo[memo_keys[i]] = sum(
+                        1 for p in info.pods if (_meta(p).get("namespace") or "default") == namespace
                         and not _meta(p).get("deletionTimestamp") and selector.matches(_meta(p).get("labels")))
                 counts[i][domain] = counts[i].get(domain, 0) + n
         prepared = []

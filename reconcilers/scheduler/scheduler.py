@@ -141,6 +141,7 @@ class Scheduler:
         self._events: asyncio.Queue[tuple[dict, int | None]] = asyncio.Queue()
         self._handlers_added = False
         self.failures: dict[str, dict[str, float]] = {}   # controller uid -> node -> avoid until (monotonic)
+        self.pods_resource: Any = "pods"   # resolved once at start: names cost a catalog lookup per call
 
     # --- priorities ---
 
@@ -263,6 +264,7 @@ class Scheduler:
         writers = [asyncio.create_task(self._write_events(), name=f"scheduler-events-{i}")
                    for i in range(EVENT_WRITERS if self.events_enabled else 0)]
         try:
+            self.pods_resource = await self.client.resolve("pods")
             await self.informers.wait_synced(sync_timeout)
             log.info("%s: synced %d nodes, %d pending pods", self.name, len(self.cache), len(self.queue))
             while True:
@@ -322,7 +324,7 @@ class Scheduler:
                    "target": {"apiVersion": "v1", "kind": "Node", "name": pl.node}}
         async with self._binders:
             try:
-                await self.client.create_subresource("pods", name, "binding", binding, namespace=ns,
+                await self.client.create_subresource(self.pods_resource, name, "binding", binding, namespace=ns,
                                                      causation=causation)
             except (errors.NotFoundError, errors.GoneError):
                 self.cache.forget(qp.key)
@@ -396,7 +398,7 @@ class Scheduler:
         meta = _meta(pod)
         ns, name = meta.get("namespace") or "default", meta["name"]
         with contextlib.suppress(errors.EventplaneError):
-            await self.client.patch("pods", name, {"status": {"nominatedNodeName": candidate.node}}, namespace=ns,
+            await self.client.patch(self.pods_resource, name, {"status": {"nominatedNodeName": candidate.node}}, namespace=ns,
                                     type="merge", subresource="status", causation=causation)
         for victim in candidate.victims:
             vm = _meta(victim)
@@ -406,15 +408,15 @@ class Scheduler:
                          "message": f"{self.name}: preempting to accommodate a higher priority pod",
                          "lastTransitionTime": _now()}
             try:
-                await self.client.patch("pods", vname, {"status": {"conditions": [condition]}}, namespace=vns,
+                await self.client.patch(self.pods_resource, vname, {"status": {"conditions": [condition]}}, namespace=vns,
                                         type="strategic", subresource="status", causation=causation)
                 if pod_key(victim) in candidate.violating:
                     # A PDB would refuse the eviction (429) and no node without violations exists: delete
                     # gracefully instead, as kube-scheduler itself does for every victim.
-                    await self.client.delete("pods", vname, namespace=vns, causation=causation)
+                    await self.client.delete(self.pods_resource, vname, namespace=vns, causation=causation)
                 else:
                     await self.client.create_subresource(
-                        "pods", vname, "eviction",
+                        self.pods_resource, vname, "eviction",
                         {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": vname, "namespace": vns}},
                         namespace=vns, causation=causation)
             except errors.NotFoundError:
@@ -435,7 +437,7 @@ class Scheduler:
         condition = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
                      "lastProbeTime": None, "lastTransitionTime": _now()}
         with contextlib.suppress(errors.EventplaneError):
-            await self.client.patch("pods", meta["name"], {"status": {"conditions": [condition]}},
+            await self.client.patch(self.pods_resource, meta["name"], {"status": {"conditions": [condition]}},
                                     namespace=meta.get("namespace") or "default", type="strategic",
                                     subresource="status", causation=causation)
 

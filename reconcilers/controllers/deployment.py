@@ -55,6 +55,7 @@ POD_TEMPLATE_HASH = "pod-template-hash"
 MAX_REV_HISTORY_LENGTH = 2000
 MAX_INT32 = 2**31 - 1
 WORKERS = 5   # ConcurrentDeploymentSyncs
+SET_STATUS_DELAY = 0.1   # seconds before a ReplicaSet's status-only change wakes its Deployment
 
 # Condition types and reasons (deploymentutil), with Kubernetes' wording.
 PROGRESSING, AVAILABLE, REPLICA_FAILURE = "Progressing", "Available", "ReplicaFailure"
@@ -920,9 +921,15 @@ class DeploymentController:
                         keys.add(key_of(d))
                 except errors.EventplaneError:
                     continue
+        # A set whose status alone changed (its pods' counts) wakes its Deployment a little later, so
+        # that a burst of such changes costs one sync and one status write of the Deployment.
+        status_only = old is not None and _meta(old).get("generation") == _meta(rs).get("generation") and \
+            _meta(old).get("annotations") == _meta(rs).get("annotations") and \
+            _meta(old).get("ownerReferences") == _meta(rs).get("ownerReferences") and \
+            _meta(old).get("deletionTimestamp") == _meta(rs).get("deletionTimestamp")
         for k in keys:
             if k is not None:
-                self.controller.queue.add(k)
+                self.controller.queue.add_after(k, SET_STATUS_DELAY if status_only else 0)
 
     def _pod_deleted(self, pod: Obj) -> None:
         ref = controller_ref_of(pod)

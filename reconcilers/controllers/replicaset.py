@@ -31,8 +31,9 @@ from reconcilers.informer import BY_NAMESPACE, BY_OWNER, Informer, key_of
 from reconcilers.runner import Controller, Request, Requeue
 
 from ._workload import EventRecorder
-from .podcontrol import (BY_ORPHAN_NAMESPACE, Expectations, orphan_namespace, PodControl, active_pods_sort_key, claim, controller_ref_of,
-                         filter_active_pods, is_pod_available, is_pod_ready, selector_of, slow_start)
+from .podcontrol import (BY_ORPHAN_NAMESPACE, Expectations, PodControl, active_pods_sort_key, claim,
+                         controller_ref_of, filter_active_pods, is_pod_active, is_pod_available, is_pod_ready,
+                         orphan_namespace, selector_of, slow_start)
 from .registry import ControllerContext
 
 log = logging.getLogger("eventplane.reconcilers.replicaset")
@@ -45,6 +46,10 @@ WORKERS = 5              # ConcurrentRSSyncs
 # and started within seconds) costs one sync per window instead of one per event: a sync is O(pods of
 # the set), and Python pays for it. Creates never wait on it: they happen inside one sync.
 POD_EVENT_DELAY = 0.05
+# A pod change that only moves the status counts (bound, started, ready) waits longer: a thousand pods
+# turning ready would otherwise cost a status write of the set (and of its Deployment) every 50 ms,
+# a good share of what the API can write while the scheduler and the nodes need it.
+POD_STATUS_DELAY = 0.25
 REPLICA_FAILURE = "ReplicaFailure"
 
 __all__ = ["BURST_REPLICAS", "REPLICASET", "REPLICATION_CONTROLLER", "ReplicaDiff", "ReplicaSetController",
@@ -176,9 +181,10 @@ class ReplicaSetController:
     """The thin side: informers → keys → claim, decide, act, status. One per kind (RS, RC)."""
 
     def __init__(self, ctx: ControllerContext, kind: WorkloadKind = REPLICASET, *, workers: int = WORKERS,
-                 burst: int = BURST_REPLICAS, pod_event_delay: float = POD_EVENT_DELAY) -> None:
+                 burst: int = BURST_REPLICAS, pod_event_delay: float = POD_EVENT_DELAY,
+                 pod_status_delay: float = POD_STATUS_DELAY) -> None:
         self.kind = kind
-        self.pod_event_delay = pod_event_delay
+        self.pod_event_delay, self.pod_status_delay = pod_event_delay, pod_status_delay
         self.client = ctx.client
         self.burst = burst
         self.sets: Informer = ctx.informers.informer(kind.resource)
@@ -196,8 +202,8 @@ class ReplicaSetController:
 
     # --- pod events → keys ---
 
-    def _wake(self, key: str) -> None:
-        self.controller.queue.add_after(key, self.pod_event_delay)
+    def _wake(self, key: str, delay: float | None = None) -> None:
+        self.controller.queue.add_after(key, self.pod_event_delay if delay is None else delay)
 
     def _owner_key(self, pod: Mapping[str, Any]) -> str | None:
         ref = controller_ref_of(pod)
@@ -239,7 +245,8 @@ class ReplicaSetController:
         if old_key != new_key and old_key is not None:
             self._wake(old_key)
         if new_key is not None:
-            self._wake(new_key)
+            counts_only = old_key == new_key and not labels_changed and is_pod_active(old) == is_pod_active(new)
+            self._wake(new_key, self.pod_status_delay if counts_only else None)
             rs = self.sets.store.get(new_key)
             min_ready = int(((rs or {}).get("spec") or {}).get("minReadySeconds") or 0)
             if min_ready > 0 and not is_pod_ready(old) and is_pod_ready(new):

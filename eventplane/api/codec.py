@@ -33,9 +33,22 @@ class MediaType:
     params: dict[str, str] = field(default_factory=dict)
 
 
+_ACCEPTS: dict[str, tuple[MediaType, ...]] = {}  # clients send the same few Accept headers
+
+
 def parse_accept(header: str | None) -> list[MediaType]:
     if not header:
         return [MediaType(JSON)]
+    known = _ACCEPTS.get(header)
+    if known is None:
+        known = tuple(_parse_accept(header))
+        if len(_ACCEPTS) >= 256:
+            _ACCEPTS.clear()
+        _ACCEPTS[header] = known
+    return list(known)
+
+
+def _parse_accept(header: str) -> list[MediaType]:
     out = []
     for part in header.split(","):
         bits = [b.strip() for b in part.split(";")]

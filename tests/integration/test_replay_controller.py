@@ -90,7 +90,8 @@ def oldest_first(rs, active_pods, **kw):
 
 async def test_replaying_the_replicaset_controller(api):
     async with replicaset_controller(api) as client, \
-            FakeKubelet(client, NS, node=lambda pod: "node-a" if hash(pod["metadata"]["name"]) % 2 else "node-b"):
+            FakeKubelet(client, NS, node=lambda pod: "node-a" if hash(pod["metadata"]["name"]) % 2 else "node-b") \
+            as kubelet:
         await api.ok("apply", "-f", "-", input=RS)
         await settled(client, 3)
         await api.ok("scale", "replicaset", "web", "--replicas=5")
@@ -143,6 +144,7 @@ async def test_replaying_the_replicaset_controller(api):
 
         # a write the function would not make, recorded as the controller's (an extra pod with the set's
         # causation): the command names that decision and exits 2
+        kubelet.paused = True      # the extra pod stays unbound and pending: deleted first, whatever the cache saw
         rs = await client.get("replicasets.apps", "web", namespace=NS)
         rogue = await client.create(pod_from_template(rs["spec"]["template"], rs), namespace=NS,
                                     causation=int(rs["metadata"]["resourceVersion"]))
@@ -153,6 +155,10 @@ async def test_replaying_the_replicaset_controller(api):
         assert f"differs: ReplicaSet default/web at causation {rs['metadata']['resourceVersion']} (writes " \
             f"{rogue['metadata']['resourceVersion']}, world as of {int(rogue['metadata']['resourceVersion']) - 1}): " \
             "would do nothing, recorded create" in r.out, r.out
+        after = json.loads(await ok(api, "replay", "--controller", "replicaset", "--from",
+                                    str(int(rogue["metadata"]["resourceVersion"]) + 1), "-o", "json"))
+        assert after["decisions"]["differ"] == 0   # the controller's answer to it: delete that pod
+        assert [x["recorded"] for x in after["items"] if x["recorded"]] == [[f"delete {rogue['metadata']['name']}"]]
 
 
 async def test_replay_controller_errors(api):

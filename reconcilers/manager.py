@@ -96,6 +96,7 @@ class ControllerManager:
         self.terms = 0                                  # how many times this process has led
         self.controllers: list[Controller] = []         # the current term's
         self.informers: SharedInformerFactory | None = None
+        self.failed: dict[str, str] = {}                 # controllers that could not be built, and why
         self._synced = asyncio.Event()
 
     @property
@@ -130,8 +131,13 @@ class ControllerManager:
         ctx = ControllerContext(client=self.client, informers=factory, identity=self.identity,
                                 nats_url=self.nats_url, options=self.options)
         controllers: list[Controller] = []
+        self.failed = {}
         for name in self.names:
-            controllers += builder(name)(ctx)
+            try:
+                controllers += builder(name)(ctx)
+            except Exception as exc:   # one broken controller must not stop the others
+                log.exception("controller %s could not be built; the others run without it", name)
+                self.failed[name] = f"{type(exc).__name__}: {exc}"
         self.controllers, self.informers = controllers, factory
         tasks: list[asyncio.Task[None]] = []
         try:

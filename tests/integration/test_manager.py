@@ -53,9 +53,9 @@ def test_unknown_controller_is_refused_with_the_known_ones():
 
 
 @contextlib.asynccontextmanager
-async def running(api, identity: str):
+async def running(api, identity: str, names: str = "replicaset"):
     client = Client.from_kubeconfig(str(api.kubeconfig))
-    m = ControllerManager(client, names="replicaset", identity=identity, lease_duration=3.0, renew_deadline=2.0,
+    m = ControllerManager(client, names=names, identity=identity, lease_duration=3.0, renew_deadline=2.0,
                           retry_period=0.5)
     task = asyncio.create_task(m.run())
     try:
@@ -115,6 +115,17 @@ async def test_a_manager_whose_lease_is_taken_stops_acting(api):
         await client.create(rs_manifest("b"), namespace=NS)
         await asyncio.sleep(1.5)
         assert await pod_count(client, "b") == 0
+    await client.close()
+
+
+async def test_a_controller_that_cannot_be_built_does_not_stop_the_others(api, monkeypatch):
+    monkeypatch.setitem(CONTROLLERS, "broken", "reconcilers.controllers.no_such_module:build")
+    client = Client.from_kubeconfig(str(api.kubeconfig))
+    async with running(api, "solo", names="broken,replicaset") as (m, _):
+        await m.wait_acting(15)
+        assert "broken" in m.failed and "ModuleNotFoundError" in m.failed["broken"]
+        await client.create(rs_manifest("d"), namespace=NS)
+        await until(lambda: _eq(pod_count(client, "d"), 2))
     await client.close()
 
 

@@ -56,7 +56,7 @@ from .scorers import DEFAULT_PROFILE, Profile, controller_uid
 log = logging.getLogger("eventplane.scheduler")
 
 DEFAULT_SCHEDULER_NAME = "default-scheduler"
-BATCH = 512           # pods decided per pass of the loop
+BATCH = 128           # pods decided per pass (a pass holds the event loop: bindings and informers wait)
 BINDERS = 32          # bindings in flight at once (more only queue up in the API server)
 EVENT_WRITERS = 8
 PRUNE_AT = 200_000    # memo entries before stale generations are dropped

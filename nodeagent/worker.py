@@ -466,7 +466,9 @@ class PodWorker:
     # --- reporting -------------------------------------------------------------------------------
 
     async def report(self, pod: dict[str, Any], new: dict[str, Any], causation: int | None) -> None:
-        current = pod.get("status") or {}
+        # Nulls (lastProbeTime: null) are dropped as the server stores them, so that equal means equal.
+        new = _without_nulls(new)
+        current = _without_nulls(pod.get("status") or {})
         if new == current:
             return
         rv = int(pod["metadata"].get("resourceVersion") or 0)
@@ -478,3 +480,11 @@ class PodWorker:
                                             subresource="status", causation=causation)
         self.last_written = new
         self.written_rv = int((out.get("metadata") or {}).get("resourceVersion") or 0)
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value

@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import tarfile
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -33,7 +34,8 @@ PAUSE_COMMAND = ["/bin/busybox", "sleep", "2147483647"]
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 CPU_PERIOD = 100_000   # microseconds, as the kubelet sets it
 MIN_SHARES = 2
-STOP_SLACK = 15.0      # seconds beyond the grace period we wait for the engine's answer to a stop
+STOP_SLACK = 15.0
+IMAGE_CACHE_SECONDS = 30.0   # how long "the image is there" is believed without asking the engine again      # seconds beyond the grace period we wait for the engine's answer to a stop
 
 
 class DockerRuntime:
@@ -48,6 +50,8 @@ class DockerRuntime:
         self._pause_ready = asyncio.Lock()
         self._pause_checked = False
         self._version = ""
+        self._exited: dict[str, ContainerRecord] = {}
+        self._images: dict[str, tuple[str, float]] = {}   # image → (id, when it was last seen present)
 
     async def close(self) -> None:
         await self.api.close()
@@ -65,13 +69,29 @@ class DockerRuntime:
         if pod_uid:
             labels[POD_UID] = pod_uid
         summaries = await self.api.containers(labels)
-        records = await asyncio.gather(*(self.api.inspect(s["Id"]) for s in summaries))
-        return [record_of(r) for r in records if r is not None]
+        records = await asyncio.gather(*(self._inspect(s) for s in summaries))
+        return [r for r in records if r is not None]
+
+    async def _inspect(self, summary: dict[str, Any]) -> ContainerRecord | None:
+        """An exited container never changes again (a restart is a new container): inspected once."""
+        cid = summary["Id"]
+        if summary.get("State") == "exited" and cid in self._exited:
+            return self._exited[cid]
+        found = await self.api.inspect(cid)
+        if found is None:
+            return None
+        record = record_of(found)
+        if record.exited:
+            if len(self._exited) > 10_000:
+                self._exited.clear()
+            self._exited[cid] = record
+        return record
 
     async def changes(self) -> AsyncIterator[str]:
-        """Pod uids whose containers started, died or were OOM-killed, for as long as the engine answers;
+        """Pod uids whose containers died or were OOM-killed, for as long as the engine answers;
         the agent reopens the stream when it breaks (and resyncs every pod meanwhile)."""
-        filters = {"type": ["container"], "event": ["start", "die", "oom"], "label": [f"{NODE}={self.node}"]}
+        # Only ends: every start is the agent's own doing, and a sync already follows it.
+        filters = {"type": ["container"], "event": ["die", "oom"], "label": [f"{NODE}={self.node}"]}
         async for event in self.api.events(filters):
             uid = ((event.get("Actor") or {}).get("Attributes") or {}).get(POD_UID)
             if uid:
@@ -80,7 +100,12 @@ class DockerRuntime:
     # --- images ----------------------------------------------------------------------------------
 
     async def ensure_image(self, image: str, policy: str) -> str:
+        seen = self._images.get(image)
+        if seen is not None and policy != "Always" and time.monotonic() - seen[1] < IMAGE_CACHE_SECONDS:
+            return seen[0]
         present = await self.api.image(image)
+        if present is not None:
+            self._images[image] = (present.get("Id", ""), time.monotonic())
         if policy == "Never":
             if present is None:
                 raise ImagePullError("ErrImageNeverPull",
@@ -123,9 +148,13 @@ class DockerRuntime:
                                   "HostConfig": host_config}
         if not spec.get("hostNetwork"):
             config["Hostname"] = (spec.get("hostname") or meta["name"])[:63]
-        await self._remove_named(name)
+        ports = {f"{p.get('containerPort')}/{(p.get('protocol') or 'TCP').lower()}": {}
+                 for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+                 for p in c.get("ports") or [] if p.get("containerPort")}
+        if ports:
+            config["ExposedPorts"] = ports
         try:
-            cid = await self.api.create(name, config)
+            cid = await self._create(name, config)
             await self.api.start(cid)
         except DockerUnavailable:
             raise
@@ -143,9 +172,8 @@ class DockerRuntime:
                                       "(start the agent with --allow-privileged)")
         name = (f"k8s_{config.name}_{config.labels.get(POD_NAME, '')}_{config.labels.get(POD_NAMESPACE, '')}_"
                 f"{config.labels.get(POD_UID, '')}_{config.labels.get(RESTART_COUNT, '0')}")
-        await self._remove_named(name)
         try:
-            cid = await self.api.create(name, docker_config(config, sandbox))
+            cid = await self._create(name, docker_config(config, sandbox))
         except DockerUnavailable:
             raise
         except DockerError as exc:
@@ -158,11 +186,17 @@ class DockerRuntime:
             raise ContainerStartError("RunContainerError", str(exc)) from None
         return cid
 
-    async def _remove_named(self, name: str) -> None:
-        """A leftover of the same name (an instance whose start failed midway) would block create."""
+    async def _create(self, name: str, config: dict[str, Any]) -> str:
+        """Create; a leftover of the same name (an instance whose start failed midway) is removed first."""
+        try:
+            return await self.api.create(name, config)
+        except DockerError as exc:
+            if exc.status != 409:
+                raise
         found = await self.api.inspect(name)
         if found is not None:
             await self.api.remove(found["Id"])
+        return await self.api.create(name, config)
 
     async def stop(self, cid: str, grace: float) -> None:
         t = max(0, math.ceil(grace))
@@ -221,7 +255,7 @@ def docker_config(c: ContainerConfig, sandbox: ContainerRecord | None) -> dict[s
         config["WorkingDir"] = c.working_dir
     if c.run_as_user is not None:
         config["User"] = str(c.run_as_user) + (f":{c.run_as_group}" if c.run_as_group is not None else "")
-    if c.ports:
+    if c.ports and sandbox is None:   # in a pod the ports are the infra container's (Docker refuses them here)
         config["ExposedPorts"] = {f"{port}/{proto.lower()}": {} for port, proto in c.ports}
     if sandbox is None and c.hostname:
         config["Hostname"] = c.hostname

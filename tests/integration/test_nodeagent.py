@@ -7,6 +7,7 @@ import contextlib
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 
 from eventplane.client import Client
@@ -128,6 +129,31 @@ async def test_pod_runs_with_env_and_volumes_and_turns_ready(api, servers, docke
         steps = why["steps"]
         assert steps[-1]["type"] == "StatusUpdated" and steps[-1]["causation"] is not None
         assert why["complete"] and steps[0]["verb"] == "create"
+
+
+async def test_init_container_then_http_and_tcp_probes_drive_readiness(api, servers, docker, node, tmp_path):
+    async with agent_running(api, servers, node, tmp_path) as agent:
+        client = agent.client
+        www = [{"name": "www", "mountPath": "/www"}]
+        await client.create(pod("site", node, container(
+            "web", "exec httpd -f -p 8080 -h /www", volumeMounts=www, ports=[{"name": "http", "containerPort": 8080}],
+            readinessProbe={"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1,
+                            "failureThreshold": 1},
+            livenessProbe={"tcpSocket": {"port": 8080}, "periodSeconds": 1}),
+            initContainers=[container("fill", "echo hello > /www/index.html", volumeMounts=www)],
+            volumes=[{"name": "www", "emptyDir": {}}]), namespace="default")
+        p = await wait_for(client, "site", lambda p: condition(p, "Ready") == "True")
+        init = p["status"]["initContainerStatuses"][0]
+        assert init["state"]["terminated"]["reason"] == "Completed" and init["ready"] is True
+        assert condition(p, "Initialized") == "True"
+        async with aiohttp.ClientSession() as s, s.get(f"http://{p['status']['podIP']}:8080/index.html") as r:
+            assert (await r.text()).strip() == "hello"
+
+        cid = cstatus(p, "web")["containerID"].removeprefix("docker://")
+        await docker.exec(cid, ["rm", "/www/index.html"])
+        p = await wait_for(client, "site", lambda p: condition(p, "Ready") == "False")
+        assert condition(p, "ContainersReady") == "False"
+        assert cstatus(p, "web")["restartCount"] == 0 and "running" in cstatus(p, "web")["state"]
 
 
 async def test_failing_liveness_probe_restarts_the_container(api, servers, docker, node, tmp_path):

@@ -1,0 +1,279 @@
+"""bench/podstart.py: pod startup latency through the node agent, beside a bare `docker run` of
+the same image measured in the same run.
+
+Everything runs as deployed, each part a child process of this benchmark: the API server and the
+relay (as bench/api.py starts them) and `eventplane nodeagent --runtime docker` for one node. The
+benchmark creates pods bound to that node (spec.nodeName set, as a scheduler's binding leaves
+them) and watches them.
+
+1. Baseline: `--pods` (50) `docker run -d` of the test image (busybox httpd), `--rate` (10) per
+   second: from running the command to its return (the container started).
+2. The same number of pods, one container each (the same image and command, with a tcpSocket
+   readiness probe on its port, periodSeconds 1), created at the same rate: from the create
+   request to the watch seeing the pod Running, and Ready. A pod is two containers (the infra
+   container holding the network namespace, and the app), so the agent starts twice as many.
+3. Targets: Ready p99 <= 1.5 s (Kubernetes' SLO is 5 s) and Running p99 <= 2x the docker run p99.
+
+The test image is built locally (`docker import` of a busybox-static root filesystem); no registry
+is needed. Every container the benchmark made is removed at the end (by its labels).
+
+    .venv/bin/python bench/podstart.py [--pods 50] [--rate 10] [--json] [--keep]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from typing import Any
+
+import _common as c
+import api as apibench
+from eventplane.auth.kubeconfig import write_kubeconfig
+from eventplane.client import Client
+from nodeagent.runtime import NODE
+from nodeagent.runtime.docker import busybox_rootfs
+from nodeagent.runtime.dockerapi import DockerApi
+
+PERF = time.perf_counter
+IMAGE = "eventplane-bench/busybox:1"
+NS = "bench-podstart"
+TARGET_READY_P99_S = 1.5
+TARGET_RATIO = 2.0
+STEP_TIMEOUT = 300.0
+BARE_LABEL = "io.eventplane.bench"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def pod(name: str, node: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0, "containers": [{
+                "name": "web", "image": IMAGE, "command": ["httpd", "-f", "-p", "8080", "-h", "/"],
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}}
+
+
+def condition(p: dict[str, Any], type_: str) -> bool:
+    return any(x.get("type") == type_ and x.get("status") == "True"
+               for x in (p.get("status") or {}).get("conditions") or [])
+
+
+class Bench:
+    def __init__(self, servers: c.Servers, children: list[c.ChildProcess], args: argparse.Namespace) -> None:
+        self.servers, self.children, self.args = servers, children, args
+        self.api = apibench.ServerUnderTest(servers, children, args)
+        self.kubeconfig = servers.data_dir / "kubeconfig"
+        self.node = f"bench-{uuid.uuid4().hex[:6]}"
+        self.run_id = uuid.uuid4().hex[:8]
+        self.docker = DockerApi()
+        self.agent: c.ChildProcess | None = None
+
+    async def start(self) -> Client:
+        if not await self.docker.ping():
+            raise RuntimeError(f"no Docker engine answers at {self.docker.socket}")
+        if await self.docker.image(IMAGE) is None:
+            busybox = next((p for p in ("/bin/busybox", "/usr/bin/busybox") if os.path.exists(p)), None)
+            if busybox is None:
+                raise RuntimeError("busybox-static is needed to build the test image")
+            repo, tag = IMAGE.rsplit(":", 1)
+            await self.docker.import_image(busybox_rootfs(busybox), repo, tag)
+        await self.api.start()
+        write_kubeconfig(self.kubeconfig, server_url=self.api.url,
+                         ca_pem=(self.api.data_dir / "pki" / "ca.crt").read_bytes(), user_name="admin",
+                         token=self.api.token)
+        client = Client.from_kubeconfig(str(self.kubeconfig), timeout=60)
+        await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
+        self.agent = c.ChildProcess("nodeagent", [
+            sys.executable, "-m", "eventplane.cli.server", "--log-level", self.args.server_log_level, "nodeagent",
+            "--node-name", self.node, "--kubeconfig", str(self.kubeconfig), "--nats-url", self.servers.nats_url,
+            "--runtime", "docker", "--state-dir", str(self.servers.data_dir / "nodeagent")],
+            self.servers.data_dir / "nodeagent.log")
+        self.children.append(self.agent)
+        self.agent.start()
+        return client
+
+    def check(self) -> None:
+        self.api.check()
+        if self.agent is not None and not self.agent.running():
+            raise RuntimeError(f"the node agent exited with {self.agent.stop()}; its log ends:\n{self.agent.log_tail()}")
+
+    async def cleanup(self) -> None:
+        for labels in ({NODE: self.node}, {BARE_LABEL: self.run_id}):
+            for cont in await self.docker.containers(labels):
+                await self.docker.remove(cont["Id"])
+        await self.docker.close()
+
+    async def paced(self, n: int, op) -> None:
+        """op(i) started every 1/rate seconds, all awaited."""
+        tasks, t0 = [], PERF()
+        for i in range(n):
+            delay = t0 + i / self.args.rate - PERF()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(op(i)))
+        await asyncio.gather(*tasks)
+
+    async def bare(self, n: int, prefix: str) -> list[float]:
+        latencies: list[float] = []
+
+        async def run(i: int) -> None:
+            t = PERF()
+            proc = await asyncio.create_subprocess_exec(
+                "docker", "run", "-d", "--label", f"{BARE_LABEL}={self.run_id}", "--name",
+                f"{prefix}-{self.run_id}-{i}", IMAGE, "httpd", "-f", "-p", "8080", "-h", "/",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            _, err = await proc.communicate()
+            if proc.returncode != 0:
+                raise RuntimeError(f"docker run failed: {err.decode()}")
+            latencies.append(PERF() - t)
+        await self.paced(n, run)
+        return latencies
+
+    async def pods(self, client: Client, n: int, prefix: str) -> tuple[list[float], list[float]]:
+        created: dict[str, float] = {}
+        running: dict[str, float] = {}
+        ready: dict[str, float] = {}
+        done = asyncio.Event()
+        rv = (await client.list("pods", namespace=NS, limit=1))["metadata"]["resourceVersion"]
+
+        async def watch() -> None:
+            async with client.watch("pods", namespace=NS, resource_version=rv) as w:
+                async for _type, p in w:
+                    name, now = p["metadata"]["name"], PERF()
+                    if not name.startswith(prefix + "-"):
+                        continue
+                    if (p.get("status") or {}).get("phase") == "Running":
+                        running.setdefault(name, now)
+                    if condition(p, "Ready"):
+                        ready.setdefault(name, now)
+                    if len(ready) >= n:
+                        done.set()
+                        return
+
+        watcher = asyncio.create_task(watch())
+
+        async def create(i: int) -> None:
+            name = f"{prefix}-{i}"
+            created[name] = PERF()
+            await client.create(pod(name, self.node), namespace=NS)
+
+        try:
+            await self.paced(n, create)
+            deadline = PERF() + STEP_TIMEOUT
+            while not done.is_set():
+                self.check()
+                if PERF() > deadline:
+                    raise TimeoutError(f"only {len(ready)} of {n} pods became Ready")
+                try:
+                    await asyncio.wait_for(done.wait(), 1.0)
+                except TimeoutError:
+                    pass
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        return ([running[k] - created[k] for k in created if k in running],
+                [ready[k] - created[k] for k in created if k in ready])
+
+
+async def run_all(servers: c.Servers, children: list[c.ChildProcess], args: argparse.Namespace,
+                  loop_name: str) -> dict[str, Any]:
+    facts = await c.machine_facts(servers, loop_name)
+    bench = Bench(servers, children, args)
+    log("starting the API server, the relay and the node agent…")
+    client = await bench.start()
+    try:
+        log("warming up (the infra image, one pod, one docker run)…")
+        await bench.pods(client, 1, "warm")
+        await bench.bare(1, "warm")
+        docker_version = (await bench.docker.version()).get("Version", "")
+        log(f"baseline: {args.pods} × docker run -d at {args.rate:g}/s…")
+        bare = await bench.bare(args.pods, "bare")
+        log(f"{args.pods} pods at {args.rate:g}/s…")
+        cpu0 = bench.agent.cpu_seconds()
+        running, ready = await bench.pods(client, args.pods, "pod")
+        agent_cpu = bench.agent.cpu_seconds() - cpu0
+    finally:
+        await client.close()
+        if bench.agent is not None:
+            bench.agent.stop()      # before the cleanup, or it would start what the cleanup removes
+        await bench.cleanup()
+    out = {"machine": {**facts, "docker": docker_version},
+           "config": {"pods": args.pods, "rate": args.rate},
+           "docker_run": c.summarize_ms(bare), "running": c.summarize_ms(running), "ready": c.summarize_ms(ready),
+           "agent_cpu_s_per_pod": agent_cpu / max(1, args.pods)}
+    out["ratio_running_p99"] = out["running"]["p99_ms"] / out["docker_run"]["p99_ms"]
+    out["ratio_ready_p99"] = out["ready"]["p99_ms"] / out["docker_run"]["p99_ms"]
+    return out
+
+
+def render(out: dict[str, Any]) -> str:
+    m, b, r, y = out["machine"], out["docker_run"], out["running"], out["ready"]
+    n, rate = out["config"]["pods"], out["config"]["rate"]
+    w = 52
+    lines = [f"machine: {m.get('nproc')} cores, {m.get('cpu', '')}, Python {m.get('python', '')}, "
+             f"{m.get('loop', '')}, Docker {m.get('docker', '')}", "",
+             f"{n} starts at {rate:g}/s", f"{'measure':<{w}} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}",
+             f"{'-' * w} {'-' * 9} {'-' * 9} {'-' * 9}"]
+    for label, s in ((f"baseline: docker run -d (1 container)", b), ("pod create → Running (2 containers)", r),
+                     ("pod create → Ready (tcpSocket probe, 1 s period)", y)):
+        lines.append(f"{label:<{w}} {s['p50_ms']:>9.0f} {s['p99_ms']:>9.0f} {s['max_ms']:>9.0f}")
+    lines += [f"{'Running p99 / docker run p99':<{w}} {out['ratio_running_p99']:>9.2f}",
+              f"{'Ready p99 / docker run p99':<{w}} {out['ratio_ready_p99']:>9.2f}",
+              f"{'node agent CPU seconds per pod':<{w}} {out['agent_cpu_s_per_pod']:>9.3f}", "",
+              "targets (a MISS never changes the exit status)"]
+    for text, ok in ((f"Ready p99 <= {TARGET_READY_P99_S:g} s: {y['p99_ms'] / 1e3:.2f} s",
+                      y["p99_ms"] / 1e3 <= TARGET_READY_P99_S),
+                     (f"Running p99 <= {TARGET_RATIO:g}x docker run p99: {out['ratio_running_p99']:.2f}x",
+                      out["ratio_running_p99"] <= TARGET_RATIO)):
+        lines.append(f"  {text}  {'PASS' if ok else 'MISS'}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--pods", type=int, default=50, help="pods (and bare docker runs)")
+    p.add_argument("--rate", type=float, default=10.0, help="starts per second, both sides")
+    p.add_argument("--server-log-level", default="warning", choices=("debug", "info", "warning", "error"),
+                   help="--log-level of the child processes (their logs go to files in the temp dir)")
+    p.add_argument("--json", action="store_true", help="print JSON on stdout instead of the table")
+    p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default loop even if uvloop is there")
+    p.add_argument("--dir", default=None, help="parent directory of the temp data dir (default: the system's)")
+    p.add_argument("--keep", action="store_true", help="keep the temp data dir (server logs) after the run")
+    return p.parse_args(argv)
+
+
+def _exit_on_sigterm(*_: object) -> None:
+    sys.exit(128 + signal.SIGTERM)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    runner, loop_name = c.choose_loop(not args.no_uvloop)
+    started = PERF()
+    with c.embedded_servers(parent=args.dir, keep=args.keep) as servers, c.child_processes() as children:
+        log(f"servers up in {servers.data_dir} ({PERF() - started:.1f} s)")
+        try:
+            out = runner(c.cancelled_by_sigterm(run_all(servers, children, args, loop_name)))
+        except asyncio.CancelledError:
+            log("stopped by SIGTERM")
+            return 128 + signal.SIGTERM
+    out["total_seconds"] = PERF() - started
+    if args.json:
+        print(json.dumps(c.no_nan(out), indent=2, default=str))
+    else:
+        print(render(out))
+        print(f"\n(total {out['total_seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

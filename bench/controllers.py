@@ -253,6 +253,14 @@ class Bench:
         finally:
             await watch.stop()
         d = await client.get("deployments.apps", "bench", namespace=NS_DEPLOY)
+        # The sets' scaling as the log recorded it (epctl history): every spec.replicas change, in order.
+        scaling: dict[str, list[str]] = {}
+        for rs in (await client.list("replicasets.apps", namespace=NS_DEPLOY))["items"]:
+            h = await client.history("replicasets.apps", rs["metadata"]["name"], namespace=NS_DEPLOY)
+            scaling[rs["metadata"]["name"]] = [f"{i.get('resourceVersion')}:{i.get('summary')}"
+                                               for i in h.get("items", []) if "spec.replicas" in (i.get("summary") or "")
+                                               or i.get("type") == "Created"]
+        log(f"  the sets' scaling in the log: {scaling}")
         return {
             "created_s": t_created - t0, "ready_s": t_ready - t0, "rolling_update_s": t_rolled - t1,
             "pods_created_per_s": n / (t_created - t0),

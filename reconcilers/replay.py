@@ -20,12 +20,14 @@ writes of one decision are those sharing a causation that is an event of the own
   the Deployment that controls them, and the Deployment's own annotation and status writes.
 
 For each decision the world is taken as it was just before its first recorded write (the
-controller's caches were at most that current when it decided, and at least as current as the
-causation), the pure decision function is run on it (`manage_replicas`; `deployment.plan`), and
-the writes it would make are compared with the writes recorded. What makes this imprecise is
-said in docs/history.md ("Replaying a controller"): the informer may have been behind the log,
-failed writes leave no event, and two syncs with one causation and no status write between them
-read as one decision.
+controller's caches were at most that current when it decided), the pure decision function is run
+on it (`manage_replicas`; `deployment.plan`) with the owner as of the causation (the version the
+controller had), and the writes it would make are compared with the writes recorded. Since the
+caches may have been behind the log, the decision is also kept as replayed on every earlier world
+from the causation on where it would have been different (the window of views, kept while
+folding); a decision that agrees only on one of those agrees "earlier". What else makes this
+imprecise is said in docs/history.md ("Replaying a controller"): failed writes leave no event,
+and two syncs with one causation and no status write between them read as one decision.
 """
 from __future__ import annotations
 
@@ -75,33 +77,41 @@ class Decision:
     writes: list[int] = field(default_factory=list)       # positions of the recorded writes
     recorded: list[str] = field(default_factory=list)     # the recorded actions, as words
     replayed: list[str] = field(default_factory=list)     # what the decision function would do at `view`
-    at_causation: list[str] | None = None                 # … and on the world as of the causation
+    # … and on the world as of each earlier position where it would decide otherwise, from the causation on
+    earlier: list[tuple[int, list[str]]] = field(default_factory=list)
     actors: list[str] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)
     closed: bool = False         # a status write ended the sync
 
     @property
-    def agreement(self) -> str | None:
-        """"view" when the replayed decision on the world just before the first write is the recorded
-        one; "causation" when only the one on the world as of the causation is (the controller's
-        caches were behind the log when it decided); None when neither is."""
+    def agreed_at(self) -> int | None:
+        """The position of the world on which the replayed decision is the recorded one: `view` (just
+        before the first write) when it is there; else the latest earlier one, from the causation on,
+        where it is (the controller's caches were behind the log when it decided); None if none."""
         recorded = Counter(self.recorded)
         if Counter(self.replayed) == recorded:
-            return "view"
-        if self.at_causation is not None and Counter(self.at_causation) == recorded:
-            return "causation"
+            return self.view
+        for position, replayed in reversed(self.earlier):
+            if Counter(replayed) == recorded:
+                return position
         return None
 
     @property
+    def agreement(self) -> str | None:
+        """"view", "earlier" (see agreed_at), or None when the decision differs."""
+        at = self.agreed_at
+        return None if at is None else "view" if at == self.view else "earlier"
+
+    @property
     def agree(self) -> bool:
-        return self.agreement is not None
+        return self.agreed_at is not None
 
     def to_json(self) -> dict[str, Any]:
         return {"controller": self.controller, "kind": self.kind, "object": self.object, "uid": self.uid,
                 "causation": self.causation, "view": self.view, "writes": self.writes,
                 "actors": sorted(set(self.actors)), "recorded": self.recorded, "replayed": self.replayed,
-                "replayedAtCausation": self.at_causation, "agree": self.agree, "agreement": self.agreement,
-                **self.detail}
+                "earlier": [{"at": at, "replayed": r} for at, r in self.earlier],
+                "agree": self.agree, "agreement": self.agreement, "agreedAt": self.agreed_at, **self.detail}
 
 
 def _meta(obj: Mapping[str, Any]) -> Obj:
@@ -156,9 +166,13 @@ class _Objects:
         self._slot(obj).pop(stream, None)
 
 
+WINDOWS = 4   # per owner, the latest owner events whose views are kept (a causation older than that: none)
+
+
 class _Replayer:
-    """What both replayers share: the owners' events by position, the decision replayed on the world
-    as of each of them, and the open decision per owner."""
+    """What both replayers share: the owners' events by position; per owner event P, the window of
+    views — the decision replayed on the world as of P and as of every later event that changes it,
+    until a write caused by P; and the open decision per owner."""
 
     name = ""
 
@@ -167,7 +181,8 @@ class _Replayer:
         self.kind = kind
         self.owners = _Objects()
         self.owner_at: dict[int, tuple[str, str, Obj]] = {}   # position → (stream, type, object after it)
-        self.at_causation: dict[int, list[str]] = {}           # position → the decision replayed as of it
+        self.windows: dict[int, list[tuple[int, list[str]]]] = {}   # owner event → [(position, decision)]
+        self.recent: dict[str, list[int]] = {}                          # owner uid → its events with a window
         self.open: dict[str, Decision] = {}                    # owner uid → its latest decision
         self.done: list[Decision] = []
         self.now: datetime | None = None                       # the time of the event being fed
@@ -196,7 +211,7 @@ class _Replayer:
             self.done.append(d)
         d = Decision(self.name, self.kind, _ns_name(owner), uid, causation, view)
         d.replayed = self.replay(owner, d.detail)
-        d.at_causation = self.at_causation.get(causation)
+        d.earlier = [(at, r) for at, r in self.windows.get(causation, []) if at <= view and r != d.replayed]
         self.open[uid] = d
         return d
 
@@ -207,8 +222,33 @@ class _Replayer:
     def note_owner(self, e: Recorded) -> None:
         self.owner_at[e.position] = (e.stream, e.type, e.obj)
         self.owners.apply(e.stream, e.type, e.obj)
-        if e.type != DELETED and not _meta(e.obj).get("deletionTimestamp"):
-            self.at_causation[e.position] = self.replay(e.obj, {})
+        uid = _meta(e.obj).get("uid") or ""
+        if e.type == DELETED or _meta(e.obj).get("deletionTimestamp"):
+            for p in self.recent.pop(uid, []):
+                self.windows.pop(p, None)
+            return
+        self.windows[e.position] = [(e.position, self.replay(e.obj, {}))]
+        recent = self.recent.setdefault(uid, [])
+        recent.append(e.position)
+        while len(recent) > WINDOWS:
+            self.windows.pop(recent.pop(0), None)
+
+    def changed(self, position: int, uids: Iterable[str]) -> None:
+        """The world of these owners changed at `position`: extend their windows where the decision
+        replayed on it is not the one before."""
+        for uid in set(uids):
+            for p in self.recent.get(uid, []):
+                window = self.windows.get(p)
+                if window is None:
+                    continue
+                replayed = self.replay(self.owner_at[p][2], {})   # the owner as the controller had it at p
+                if window[-1][1] != replayed:
+                    window.append((position, replayed))
+
+    def owners_in(self, namespace: str) -> list[str]:
+        """The uids of the owners of a namespace (an orphan may be claimed by any of them)."""
+        return [_meta(o).get("uid") or "" for o in self.owners.by_stream.values()
+                if _meta(o).get("namespace") == namespace]
 
     def set_time(self, e: Recorded) -> None:
         if e.time:
@@ -243,8 +283,24 @@ class ReplicaSetReplayer(_Replayer):
                     d.closed = True
             self.note_owner(e)
         elif e.stream.startswith("core/pods/"):
+            before = self.pods.get(e.stream)
             self._pod(e)
             self.pods.apply(e.stream, e.type, e.obj)
+            self.changed(e.position, self._affected(before, e.obj))
+
+    def _affected(self, *pods: Obj | None) -> list[str]:
+        """The sets whose decision a change of this pod may change: its controller, before and after,
+        or any set of its namespace for an orphan."""
+        out: list[str] = []
+        for pod in pods:
+            if pod is None:
+                continue
+            ref = controller_ref_of(pod)
+            if ref is None:
+                out += self.owners_in(_meta(pod).get("namespace") or "")
+            elif ref.get("kind") == self.workload.kind:
+                out.append(ref.get("uid") or "")
+        return out
 
     def _pod(self, e: Recorded) -> None:
         ref = controller_ref_of(e.obj)
@@ -294,15 +350,22 @@ class ReplicaSetReplayer(_Replayer):
         return out
 
 
-def _rs_words(action: Any, sets: Mapping[str, Obj]) -> str | None:
-    """A Deployment plan's write to a ReplicaSet, as a word comparable with a recorded one."""
-    if isinstance(action, deployment_controller.CreateReplicaSet):
-        return f"create {_meta(action.rs).get('name')} replicas={deployment_controller.replicas_of(action.rs)}"
-    if isinstance(action, deployment_controller.UpdateReplicaSet):
-        return _update_word(sets.get(_meta(action.rs).get("name") or ""), action.rs)
-    if isinstance(action, deployment_controller.DeleteReplicaSet):
-        return f"delete {action.name}"
-    return None
+def _rs_words(actions: Iterable[Any], sets: Mapping[str, Obj]) -> list[str]:
+    """A Deployment plan's writes to ReplicaSets, as words comparable with recorded ones (a set
+    written twice is compared, the second time, with what the first write made of it)."""
+    current = dict(sets)
+    out: list[str] = []
+    for action in actions:
+        if isinstance(action, deployment_controller.CreateReplicaSet):
+            out.append(f"create {_meta(action.rs).get('name')} replicas={deployment_controller.replicas_of(action.rs)}")
+            current[_meta(action.rs).get("name") or ""] = action.rs
+        elif isinstance(action, deployment_controller.UpdateReplicaSet):
+            name = _meta(action.rs).get("name") or ""
+            out.append(_update_word(current.get(name), action.rs))
+            current[name] = action.rs
+        elif isinstance(action, deployment_controller.DeleteReplicaSet):
+            out.append(f"delete {action.name}")
+    return out
 
 
 def _update_word(before: Obj | None, after: Obj) -> str:
@@ -339,10 +402,41 @@ class DeploymentReplayer(_Replayer):
                     d.closed = True
             self.note_owner(e)
         elif e.stream.startswith("apps/replicasets/"):
+            before = self.sets.get(e.stream)
             self._set(e)
             self.sets.apply(e.stream, e.type, e.obj)
+            self.changed(e.position, self._affected(before, e.obj))
         elif e.stream.startswith("core/pods/"):
             self.pods.apply(e.stream, e.type, e.obj)
+            self.changed(e.position, self._pod_owner(e.obj))
+
+    def _affected(self, *sets: Obj | None) -> list[str]:
+        out: list[str] = []
+        for rs in sets:
+            if rs is None:
+                continue
+            ref = controller_ref_of(rs)
+            if ref is None:
+                out += self.owners_in(_meta(rs).get("namespace") or "")
+            elif ref.get("kind") == "Deployment":
+                out.append(ref.get("uid") or "")
+        return out
+
+    def _pod_owner(self, pod: Obj) -> list[str]:
+        """The Deployment whose decision a change of this pod may change: only a Recreate one (which
+        waits for its old pods to go) through the ReplicaSet that controls the pod."""
+        ref = controller_ref_of(pod)
+        if ref is None or ref.get("kind") != "ReplicaSet":
+            return []
+        ns = _meta(pod).get("namespace") or ""
+        rs = self.sets.get(f"apps/replicasets/{ns}/{ref.get('name')}")
+        rs_ref = controller_ref_of(rs) if rs is not None else None
+        if rs_ref is None or rs_ref.get("kind") != "Deployment":
+            return []
+        dep = self.owners.get(f"apps/deployments/{ns}/{rs_ref.get('name')}")
+        if dep is None or deployment_controller.is_rolling_update(dep):
+            return []
+        return [rs_ref.get("uid") or ""]
 
     def _set(self, e: Recorded) -> None:
         ref = controller_ref_of(e.obj)
@@ -383,7 +477,7 @@ class DeploymentReplayer(_Replayer):
         decided = self.decide(dep, rss, pods_by_rs, now=self.now)
         by_name = {_meta(rs).get("name") or "": rs for rs in rss}
         detail.update(replicas=deployment_controller.replicas_of(dep), replicaSets=sorted(by_name))
-        return [w for w in (_rs_words(a, by_name) for a in decided.actions) if w is not None]
+        return _rs_words(decided.actions, by_name)
 
 
 # name → how to build its replayer; `decide` replaces the decision function (tests inject a changed one).

@@ -116,11 +116,11 @@ async def controller_replay(client: Client, name: str, *, start: str | None = No
                                                                obj, d.get("actor") or "", d.get("occurredAt") or ""))
     decisions = [x for x in r.decisions() if (x.writes[0] if x.writes else x.view + 1) >= first]
     agree = sum(1 for x in decisions if x.agree)
-    late = sum(1 for x in decisions if x.agreement == "causation")
+    late = sum(1 for x in decisions if x.agreement == "earlier")
     return {"kind": "ControllerReplay", "apiVersion": "history.eventplane.io/v1", "controller": name,
             "from": first or header["first"], "to": header["head"],
             "decisions": {"replayed": len(decisions), "agree": agree, "differ": len(decisions) - agree,
-                          "agreeAtCausation": late},
+                          "agreeEarlier": late},
             "items": [x.to_json() for x in decisions]}
 
 
@@ -141,9 +141,9 @@ def _span(positions: list[int]) -> str:
 def summary(doc: dict[str, Any]) -> str:
     c = doc["decisions"]
     text = f"decisions: {c['replayed']} replayed, {c['agree']} agree, {c['differ']} differ"
-    if c["agreeAtCausation"]:
-        text += (f" ({c['agreeAtCausation']} agree only on the world as of their causation: "
-                 "the controller's caches were behind the log)")
+    if c["agreeEarlier"]:
+        text += (f" ({c['agreeEarlier']} agree only on an earlier world, between their causation and their "
+                 "first write: the controller's caches were behind the log)")
     return text
 
 
@@ -156,7 +156,8 @@ async def run_controller(args: argparse.Namespace, client: Client) -> int:
         if doc["items"]:
             rows = [["CAUSATION", "OBJECT", "WRITES", "RECORDED", "REPLAYED", "AGREE"]]
             for x in doc["items"]:
-                agree = {"view": "yes", "causation": "yes (as of causation)", None: "NO"}[x["agreement"]]
+                agree = "NO" if not x["agree"] else "yes" if x["agreement"] == "view" else \
+                    f"yes (as of {x['agreedAt']})"
                 rows.append([str(x["causation"]), x["object"], _span(x["writes"]), words(x["recorded"]),
                              words(x["replayed"]), agree])
             print(render(rows), end="")

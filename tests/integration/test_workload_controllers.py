@@ -121,6 +121,11 @@ class PodHistory:
                                                   label_selector=self.label):
             self.events.append((type_, pod))
 
+    def in_log_order(self) -> bool:
+        """Whether the watch delivered every event once, in log order (what the assertions rely on)."""
+        rvs = [int(o["metadata"]["resourceVersion"]) for _, o in self.events]
+        return all(a < b for a, b in zip(rvs, rvs[1:]))
+
     async def until_position(self, rv: int, timeout: float = 10) -> None:
         async def wait():
             while not self.events or int(self.events[-1][1]["metadata"]["resourceVersion"]) < rv:
@@ -230,6 +235,7 @@ async def test_deployment_scales_rolls_out_within_max_unavailable_and_undoes(api
             await history.until_position(max(int(p["metadata"]["resourceVersion"]) for p in head["items"]))
             sets_head = await client.list("replicasets.apps", namespace=NS)
             await set_history.until_position(max(int(r["metadata"]["resourceVersion"]) for r in sets_head["items"]))
+        assert history.in_log_order() and set_history.in_log_order()
         steps = list(history.replay(before["items"]))
         assert len(steps) >= 12   # at least 6 creates and 6 deletions
         assert min(available for _, available in steps) >= 5
@@ -437,6 +443,7 @@ async def test_killing_the_leader_mid_rollout_hands_over_without_duplicate_pods(
                 await api.ok("rollout", "status", "deployment/ha", "--timeout=60s", timeout=70)
                 head = await client.list("pods", namespace=NS, label_selector="app=ha")
                 await history.until_position(max(int(p["metadata"]["resourceVersion"]) for p in head["items"]))
+            assert history.in_log_order()
             steps = list(history.replay(before["items"]))
             assert min(available for _, available in steps) >= 7  # replicas - maxUnavailable
             # no duplicates: across both leaders the new set created exactly 8 pods and the old one none

@@ -29,6 +29,7 @@ from eventplane.client.nodeleases import DEFAULT_DURATION, NodeLeases
 from eventplane.objects import errors
 from reconcilers.informer import Informer, causation_of, key_of
 
+from .logserver import LogServer
 from .node import build_node, conditions, node_ip, now_rfc3339
 from .runtime import INFRA, Runtime
 from .worker import MIN_GRACE, PodWorker
@@ -122,11 +123,13 @@ class NodeAgent:
                 await asyncio.sleep(min(0.2 * 2 ** failures, RETRY_CAP))
 
     async def _lease_loop(self) -> None:
-        """Renew the node's lease every quarter of its duration, as long as NATS answers."""
+        """Renew the node's lease every quarter of its duration, as long as NATS answers; the same
+        connection serves the containers' logs to the API (logserver.py)."""
         import nats
 
         nc = None
         leases = None
+        logs: LogServer | None = None
         holder = f"nodeagent@{socket.gethostname()}"
         try:
             while True:
@@ -135,6 +138,9 @@ class NodeAgent:
                         nc = await nats.connect(self.nats_url, connect_timeout=2, max_reconnect_attempts=-1,
                                                 reconnect_time_wait=1, name=f"nodeagent-{self.node_name}",
                                                 error_cb=_quiet)
+                    if nc is not None and logs is None:
+                        logs = LogServer(nc, self.node_name, self.runtime)   # `kubectl logs`, via the API
+                        await logs.start()
                     if nc is not None and leases is None:
                         leases = await NodeLeases.open(nc)
                     if leases is not None:
@@ -145,6 +151,8 @@ class NodeAgent:
                     log.warning("node %s: lease not renewed: %s", self.node_name, exc or type(exc).__name__)
                 await asyncio.sleep(self.lease_duration / 4)
         finally:
+            if logs is not None:
+                await logs.stop()
             if nc is not None:
                 with contextlib.suppress(Exception):
                     await nc.close()

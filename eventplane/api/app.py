@@ -14,7 +14,7 @@ from aiohttp import web
 from eventplane.objects import errors
 from eventplane.objects.schema import Catalog
 
-from . import audit, codec, discovery, openapiv2pb, strategy
+from . import audit, codec, discovery, openapiv2pb, podproxy, strategy
 from .history import HistoryHandler
 from .integrity import IntegrityHandler
 from .openapi import OpenAPI
@@ -136,6 +136,7 @@ def build_app(*, authenticate: Callable, catalog: Callable[[], Catalog], resourc
     app.router.add_get("/apis/", apis_root)
     app.router.add_get("/api/v1", core_v1)
     app.router.add_get("/api/v1/", core_v1)
+    podproxy.add_routes(app.router, resources)  # pods/log, relayed to the pod's node agent over NATS
     IntegrityHandler(resources).add_routes(app.router)  # verify, export, import, replay: ahead of history's
     HistoryHandler(resources).add_routes(app.router)  # history.eventplane.io, ahead of /apis/{group}
     if auditor:

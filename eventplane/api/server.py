@@ -22,6 +22,7 @@ from eventplane.objects.schema import Catalog, custom_resource
 from eventplane.store import EventStore
 from eventplane.store.audit import AuditWriter
 
+from . import podproxy
 from .app import build_app
 from .audit import Auditor, load_policy
 from .natsapi import NatsApi
@@ -129,6 +130,7 @@ class ApiServer:
         app = build_app(authenticate=authenticate, catalog=lambda: self.catalog, resources=handler,
                         openapi=self.openapi, ready=lambda: self._ready, server_address=f"{c.bind}:{c.port}",
                         auditor=self.auditor)
+        app[podproxy.NATS] = self.nc  # pods/log reaches the node agents over NATS
         # handler_cancellation: a watch whose client went away ends at once, not at its next write
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
         await self._runner.setup()

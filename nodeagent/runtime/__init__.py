@@ -138,7 +138,13 @@ class Runtime(Protocol):
     async def exec(self, cid: str, cmd: list[str], timeout: float) -> tuple[int, bytes]:
         """Run a command inside a running container: (exit code, stdout + stderr)."""
 
-    async def logs(self, cid: str, *, tail: int | None = None) -> bytes: ...
+    async def logs(self, cid: str, *, tail: int | None = None, timestamps: bool = False,
+                   since: float | None = None) -> bytes:
+        """stdout and stderr as written (`since`: unix seconds)."""
+
+    def follow_logs(self, cid: str, *, tail: int | None = None, timestamps: bool = False,
+                    since: float | None = None) -> AsyncIterator[bytes]:
+        """The same, then what is written next, until the container stops."""
 
     def changes(self) -> AsyncIterator[str]:
         """Pod uids whose containers changed state (died, were OOM-killed) — what wakes a worker."""

@@ -213,9 +213,20 @@ class DockerRuntime:
         code, out, err = await self.api.exec(cid, cmd, timeout=timeout)
         return code, out + err
 
-    async def logs(self, cid: str, *, tail: int | None = None) -> bytes:
-        out, err = await self.api.logs(cid, tail=tail)
-        return out + err
+    async def logs(self, cid: str, *, tail: int | None = None, timestamps: bool = False,
+                   since: float | None = None) -> bytes:
+        # One call for both streams, interleaved as they were written (what `kubectl logs` shows).
+        params: dict[str, Any] = {"stdout": True, "stderr": True, "timestamps": timestamps}
+        if tail is not None:
+            params["tail"] = str(tail)
+        if since is not None:
+            params["since"] = f"{since:.3f}"
+        raw = await self.api.request("GET", f"/containers/{cid}/logs", params=params)
+        return interleaved(raw if isinstance(raw, bytes) else b"")
+
+    def follow_logs(self, cid: str, *, tail: int | None = None, timestamps: bool = False,
+                    since: float | None = None) -> AsyncIterator[bytes]:
+        return self.api.follow_logs(cid, tail=tail, timestamps=timestamps, since=since)
 
 
 def docker_config(c: ContainerConfig, sandbox: ContainerRecord | None) -> dict[str, Any]:
@@ -260,6 +271,17 @@ def docker_config(c: ContainerConfig, sandbox: ContainerRecord | None) -> dict[s
     if sandbox is None and c.hostname:
         config["Hostname"] = c.hostname
     return config
+
+
+def interleaved(raw: bytes) -> bytes:
+    """A multiplexed logs stream's payloads in the order they were written, stdout and stderr alike."""
+    out = bytearray()
+    i = 0
+    while i + 8 <= len(raw):
+        size = int.from_bytes(raw[i + 4:i + 8], "big")
+        out += raw[i + 8:i + 8 + size]
+        i += 8 + size
+    return bytes(out)
 
 
 def record_of(inspected: dict[str, Any]) -> ContainerRecord:

@@ -231,6 +231,27 @@ class DockerApi:
         raw = await self.request("GET", f"/containers/{cid}/logs", params=params)
         return demux(raw if isinstance(raw, bytes) else b"")
 
+    async def follow_logs(self, cid: str, *, tail: int | None = None, timestamps: bool = False,
+                          since: float | None = None) -> AsyncIterator[bytes]:
+        """stdout and stderr as they are written, until the container stops (frames demultiplexed)."""
+        params: dict[str, Any] = {"stdout": True, "stderr": True, "timestamps": timestamps, "follow": True}
+        if tail is not None:
+            params["tail"] = str(tail)
+        if since is not None:
+            params["since"] = f"{since:.3f}"
+        buf = b""
+        async for chunk in self.stream("GET", f"/containers/{cid}/logs", params=params):
+            buf += chunk
+            out = bytearray()
+            while len(buf) >= 8:
+                size = struct.unpack(">I", buf[4:8])[0]
+                if len(buf) < 8 + size:
+                    break
+                out += buf[8:8 + size]
+                buf = buf[8 + size:]
+            if out:
+                yield bytes(out)
+
     async def events(self, filters: dict[str, list[str]]) -> AsyncIterator[dict[str, Any]]:
         """Engine events matching `filters`, from now on, one dict per event."""
         buf = b""

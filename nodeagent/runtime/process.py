@@ -241,7 +241,27 @@ class ProcessRuntime:
             raise
         return proc.returncode or 0, out
 
-    async def logs(self, cid: str, *, tail: int | None = None) -> bytes:
+    async def follow_logs(self, cid: str, *, tail: int | None = None, timestamps: bool = False,
+                          since: float | None = None) -> AsyncIterator[bytes]:
+        """The log file as it grows, until the process ended and everything was read."""
+        path = self.dir / cid / "log"
+        yield await self.logs(cid, tail=tail)
+        offset = path.stat().st_size if path.exists() else 0
+        while True:
+            size = path.stat().st_size if path.exists() else 0
+            if size > offset:
+                with open(path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read(size - offset)
+                offset = size
+                yield data
+            meta = self._meta(cid)
+            if meta is None or not self._record(cid, meta).running:
+                return
+            await asyncio.sleep(0.2)
+
+    async def logs(self, cid: str, *, tail: int | None = None, timestamps: bool = False,
+                   since: float | None = None) -> bytes:
         try:
             data = (self.dir / cid / "log").read_bytes()
         except OSError:

@@ -1,0 +1,141 @@
+"""pods/log: `kubectl logs [-f] [--previous] [-c] [--tail] [--since]`, relayed API server → NATS →
+the pod's node agent. The API server never talks to a container runtime.
+
+Fed by the REST router (GET /api/v1/namespaces/{namespace}/pods/{name}/log, registered ahead of
+the resource routes); reads the pod from the registry, checks the container as kube-apiserver
+does (wording included), and asks the pod's node on `ep.node.<node>.logs` (nodeagent/logserver.py
+describes the exchange). The bytes the agent publishes to an inbox of ours are written to the
+client as they come; when the client goes away during `-f`, the agent is told to stop.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from eventplane.objects import errors
+
+NATS: web.AppKey[Any] = web.AppKey("eventplane.podproxy.nats", object)
+SUBJECT = "ep.node.{node}.logs"
+STREAM_HEADER = "Eventplane-Stream"
+ANSWER_TIMEOUT = 5.0      # seconds for the agent to say whether it has the logs
+IDLE_TIMEOUT = 30.0       # seconds without a chunk before a non-follow read gives up
+
+LOG_PARAMS = {"container", "follow", "previous", "tailLines", "sinceSeconds", "sinceTime", "timestamps",
+              "limitBytes", "insecureSkipTLSVerifyBackend", "pretty"}
+
+
+def add_routes(router: web.UrlDispatcher, resources: Any) -> None:
+    async def logs(request: web.Request) -> web.StreamResponse:
+        return await serve_logs(request, resources)
+    router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/log", logs)
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("true", "1")
+
+
+def _int(q: Any, key: str) -> int | None:
+    if key not in q:
+        return None
+    try:
+        return int(q[key])
+    except ValueError:
+        raise errors.BadRequestError(f'{key}: Invalid value: "{q[key]}": must be an integer') from None
+
+
+def _node_key(node: str) -> str:
+    return node.replace(".", "_")
+
+
+async def serve_logs(request: web.Request, resources: Any) -> web.StreamResponse:
+    q = request.query
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    info = resources.catalog().get("", "v1", "pods")
+    pod = await resources.registry.get(info, namespace, name)
+    spec = pod.get("spec") or {}
+    containers = [c["name"] for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
+    container = q.get("container") or ""
+    if not container:
+        if len(spec.get("containers") or []) != 1:
+            raise errors.BadRequestError(f"a container name must be specified for pod {name}, choose one of: "
+                                         f"[{' '.join(c['name'] for c in spec.get('containers') or [])}]")
+        container = spec["containers"][0]["name"]
+    if container not in containers:
+        raise errors.BadRequestError(f"container {container} is not valid for pod {name}")
+    node = spec.get("nodeName")
+    if not node:
+        raise errors.BadRequestError(f'container "{container}" in pod "{name}" is waiting to start: '
+                                     "the pod is not scheduled to a node yet")
+    tail, since = _int(q, "tailLines"), _int(q, "sinceSeconds")
+    if tail is not None and tail < 0:
+        raise errors.BadRequestError("tailLines: Invalid value: must be greater than or equal to 0")
+    if since is None and q.get("sinceTime"):
+        try:
+            when = datetime.fromisoformat(q["sinceTime"].replace("Z", "+00:00"))
+        except ValueError:
+            raise errors.BadRequestError(f'sinceTime: Invalid value: "{q["sinceTime"]}"') from None
+        since = max(0, int((datetime.now(timezone.utc) - when).total_seconds()))
+    limit = _int(q, "limitBytes")
+    follow = _flag(q.get("follow"))
+
+    nc = request.app.get(NATS)
+    if nc is None or not nc.is_connected:
+        raise errors.EventplaneError("the API server has no NATS connection to reach the node agents")
+    inbox = nc.new_inbox()
+    stop = inbox + ".stop"
+    sub = await nc.subscribe(inbox)
+    try:
+        body = {"namespace": namespace, "name": name, "uid": pod["metadata"].get("uid"), "container": container,
+                "previous": _flag(q.get("previous")), "tailLines": tail, "sinceSeconds": since,
+                "timestamps": _flag(q.get("timestamps")), "follow": follow, "inbox": inbox, "stop": stop}
+        try:
+            answer = await nc.request(SUBJECT.format(node=_node_key(node)), json.dumps(body).encode(),
+                                      timeout=ANSWER_TIMEOUT)
+        except Exception as exc:  # no responders, timeout: the agent is not there
+            err = errors.EventplaneError(f'the node agent of node "{node}" does not answer: '
+                                         f"{type(exc).__name__}")
+            err.code, err.reason = 503, "ServiceUnavailable"
+            raise err from None
+        doc = json.loads(answer.data or b"{}")
+        if doc.get("status"):
+            s = doc["status"]
+            err = errors.BadRequestError(s.get("message", "")) if s.get("code") == 400 else \
+                errors.EventplaneError(s.get("message", ""))
+            raise err
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        sent = 0
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=None if follow else IDLE_TIMEOUT)
+                if (msg.headers or {}).get(STREAM_HEADER) == "end":
+                    break
+                data = msg.data
+                if limit is not None:
+                    data = data[:max(0, limit - sent)]
+                if data:
+                    await response.write(data)
+                    sent += len(data)
+                if limit is not None and sent >= limit:
+                    break
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:  # the agent went silent: end what we have
+            pass
+        finally:
+            if follow:
+                try:
+                    await nc.publish(stop, b"")
+                except Exception:
+                    pass
+        await response.write_eof()
+        return response
+    finally:
+        try:
+            await sub.unsubscribe()
+        except Exception:
+            pass

@@ -1,0 +1,81 @@
+"""The node agent seen through the real kubectl: pods run as Docker containers, `kubectl get`
+shows them Ready with their restarts, and `kubectl logs` reaches the container through the API
+server and NATS (the API server never talks to Docker)."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.integration.test_nodeagent import agent_running, docker, node  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.slow
+
+PODS = """\
+apiVersion: v1
+kind: Pod
+metadata: {{name: talker}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: eventplane-test/busybox:1
+    command: [sh, -c, "echo one; echo two >&2; echo three; exec sleep 3600"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: crasher}}
+spec:
+  nodeName: {node}
+  containers:
+  - name: app
+    image: eventplane-test/busybox:1
+    command: [sh, -c, "echo crashed; exit 1"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: counter}}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: eventplane-test/busybox:1
+    command: [sh, -c, "echo a; sleep 2; echo b"]
+"""
+
+
+async def until(api, *args, check, timeout=40.0) -> str:
+    deadline, out = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        r = await api.kubectl(*args)
+        out = r.out + r.err
+        if r.code == 0 and check(r.out):
+            return r.out
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"kubectl {' '.join(args)} never satisfied the check; last output:\n{out}")
+
+
+async def test_kubectl_get_and_logs(api, servers, docker, node, tmp_path):  # noqa: F811
+    async with agent_running(api, servers, node, tmp_path):
+        await api.ok("apply", "-f", "-", input=PODS.format(node=node))
+        out = await until(api, "get", "pod", "talker", "--no-headers", check=lambda o: "1/1" in o and "Running" in o)
+        assert out.split()[1:4] == ["1/1", "Running", "0"]
+        logs = await until(api, "logs", "talker", check=lambda o: "three" in o)
+        assert logs.split() == ["one", "two", "three"]
+        assert (await api.ok("logs", "talker", "--tail=1")).split() == ["three"]
+        assert (await api.ok("logs", "talker", "-c", "app", "--timestamps")).split()[1] == "one"
+
+        await until(api, "get", "pod", "crasher", "--no-headers", check=lambda o: "CrashLoopBackOff" in o)
+        assert (await api.ok("logs", "crasher", "--previous")).split() == ["crashed"]
+
+        # -f follows the container until it ends.
+        await until(api, "get", "pod", "counter", "--no-headers", check=lambda o: "Running" in o)
+        assert (await api.ok("logs", "-f", "counter", timeout=30)).split() == ["a", "b"]
+
+        r = await api.kubectl("logs", "talker", "-c", "nope")
+        assert r.code != 0 and "container nope is not valid for pod talker" in r.err
+        r = await api.kubectl("logs", "missing")
+        assert r.code != 0 and 'pods "missing" not found' in r.err

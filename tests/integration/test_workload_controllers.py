@@ -302,6 +302,17 @@ async def test_pause_resume_and_why_walks_back_to_the_users_request(api):
         pods = await pods_of(client, "app=shop")
         assert {p["spec"]["containers"][0]["image"] for p in pods} == {"nginx:1.27"}
 
+        # rollout restart: kubectl stamps the template, which is a new revision like any other
+        await api.ok("rollout", "restart", "deployment/shop")
+        await api.ok("rollout", "status", "deployment/shop", "--timeout=30s", timeout=40)
+
+        async def restarted():
+            items = await pods_of(client, "app=shop")
+            return items if len(items) == 2 and all(
+                "kubectl.kubernetes.io/restartedAt" in (p["metadata"].get("annotations") or {}) for p in items) else None
+        pods = await eventually(restarted)
+        assert len((await client.list("replicasets.apps", namespace=NS))["items"]) == 3
+
         # why: pod → ReplicaSet → Deployment → kubectl's request
         chain = await client.why("pods", pods[0]["metadata"]["name"], namespace=NS)
         kinds = [s["object"]["resource"] for s in chain["steps"]]
@@ -409,6 +420,12 @@ async def test_replication_controller_adopts_and_releases_by_selector(api):
             names = {p["metadata"]["name"] for p in await pods_of(client, "app=rc")}
             return len(names) == 3 and victim not in names
         await eventually(replaced)
+
+        await api.ok("scale", "rc/rc", "--replicas=1")
+
+        async def one():
+            return len(await pods_of(client, "app=rc")) == 1
+        await eventually(one)
         await client.close()
 
 

@@ -23,9 +23,9 @@ For each decision the world is taken as it was just before its first recorded wr
 controller's caches were at most that current when it decided), the pure decision function is run
 on it (`manage_replicas`; `deployment.plan`) with the owner as of the causation (the version the
 controller had), and the writes it would make are compared with the writes recorded. Since the
-caches may have been behind the log, the decision is also kept as replayed on every earlier world
-from the causation on where it would have been different (the window of views, kept while
-folding); a decision that agrees only on one of those agrees "earlier". What else makes this
+caches may have been behind the log, a decision that differs there is also replayed on every
+earlier world back to its causation (going back through a journal of the changes to the owner's
+children); a decision that agrees only on one of those agrees "earlier". What else makes this
 imprecise is said in docs/history.md ("Replaying a controller"): failed writes leave no event,
 and two syncs with one causation and no status write between them read as one decision.
 """
@@ -77,8 +77,8 @@ class Decision:
     writes: list[int] = field(default_factory=list)       # positions of the recorded writes
     recorded: list[str] = field(default_factory=list)     # the recorded actions, as words
     replayed: list[str] = field(default_factory=list)     # what the decision function would do at `view`
-    # … and on the world as of each earlier position where it would decide otherwise, from the causation on
-    earlier: list[tuple[int, list[str]]] = field(default_factory=list)
+    # … when that differs: on each earlier world, back to the causation, where it would decide otherwise
+    earlier: list[tuple[int, list[str]]] = field(default_factory=list)   # newest first
     actors: list[str] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)
     closed: bool = False         # a status write ended the sync
@@ -91,7 +91,7 @@ class Decision:
         recorded = Counter(self.recorded)
         if Counter(self.replayed) == recorded:
             return self.view
-        for position, replayed in reversed(self.earlier):
+        for position, replayed in self.earlier:   # newest first
             if Counter(replayed) == recorded:
                 return position
         return None
@@ -166,13 +166,16 @@ class _Objects:
         self._slot(obj).pop(stream, None)
 
 
-WINDOWS = 4   # per owner, the latest owner events whose views are kept (a causation older than that: none)
+WINDOWS = 4   # per owner: its latest events whose worlds can be gone back to (an older causation: none)
+
+Journal = list[tuple[int, str, "Obj | None"]]   # (position, child stream, the child before that event)
 
 
 class _Replayer:
-    """What both replayers share: the owners' events by position; per owner event P, the window of
-    views — the decision replayed on the world as of P and as of every later event that changes it,
-    until a write caused by P; and the open decision per owner."""
+    """What both replayers share: the owners' events by position, the open decision per owner, and
+    per owner a journal of the changes to its children (pods of a set, sets of a Deployment) since
+    the oldest of its latest WINDOWS events, to go back from the world at a decision's first write
+    to the world as of its causation (`earlier_views`)."""
 
     name = ""
 
@@ -181,8 +184,9 @@ class _Replayer:
         self.kind = kind
         self.owners = _Objects()
         self.owner_at: dict[int, tuple[str, str, Obj]] = {}   # position → (stream, type, object after it)
-        self.windows: dict[int, list[tuple[int, list[str]]]] = {}   # owner event → [(position, decision)]
-        self.recent: dict[str, list[int]] = {}                          # owner uid → its events with a window
+        self.in_namespace: dict[str, set[str]] = {}            # namespace → uids of its owners
+        self.recent: dict[str, list[int]] = {}                 # owner uid → its latest events
+        self.journal: dict[str, Journal] = {}                  # owner uid → changes of its children since
         self.open: dict[str, Decision] = {}                    # owner uid → its latest decision
         self.done: list[Decision] = []
         self.now: datetime | None = None                       # the time of the event being fed
@@ -208,55 +212,100 @@ class _Replayer:
         if d is not None and d.causation == causation and not d.closed and (fits is None or fits(d)):
             return d
         if d is not None:
-            self.done.append(d)
+            self.finish(d)
         d = Decision(self.name, self.kind, _ns_name(owner), uid, causation, view)
         d.replayed = self.replay(owner, d.detail)
-        d.earlier = [(at, r) for at, r in self.windows.get(causation, []) if at <= view and r != d.replayed]
         self.open[uid] = d
         return d
 
-    def replay(self, owner: Obj, detail: dict[str, Any]) -> list[str]:
-        """What the decision function would do to `owner` in the world as it now is, as words."""
+    def finish(self, d: Decision) -> None:
+        """A decision has all its writes: if it differs on the world at its view, go back."""
+        if self.open.get(d.uid) is d:
+            del self.open[d.uid]
+        if not d.agree:
+            d.earlier = self.earlier_views(d)
+        self.done.append(d)
+
+    def earlier_views(self, d: Decision) -> list[tuple[int, list[str]]]:
+        """The decision replayed on each world from the causation up to the view where it would be
+        different, newest first: undo the journal of the owner's children back to the causation."""
+        at = self.owner_at.get(d.causation)
+        journal = self.journal.get(d.uid)
+        if at is None or journal is None or not self.recent.get(d.uid) or d.causation < self.recent[d.uid][0]:
+            return []
+        owner = at[2]
+        children = self.children(owner)
+        out: list[tuple[int, list[str]]] = []
+        last = d.replayed
+        for position, stream, before in reversed(journal):
+            if position <= d.causation:
+                break
+            if position <= d.view:
+                replayed = self.replay(owner, {}, children=list(children.values()))
+                if replayed != last:
+                    out.append((position, replayed))
+                    last = replayed
+            if before is None:
+                children.pop(stream, None)
+            else:
+                children[stream] = before
+        replayed = self.replay(owner, {}, children=list(children.values()))
+        if replayed != last:
+            out.append((d.causation, replayed))
+        return out
+
+    def children(self, owner: Obj) -> dict[str, Obj]:
+        """The objects the owner's decision reads, by stream: those it controls and the orphans of its
+        namespace (claim() sorts them out)."""
+        raise NotImplementedError
+
+    def replay(self, owner: Obj, detail: dict[str, Any], *, children: list[Obj] | None = None) -> list[str]:
+        """What the decision function would do to `owner` in the world as it now is (or with these
+        children instead of the current ones), as words."""
         raise NotImplementedError
 
     def note_owner(self, e: Recorded) -> None:
         self.owner_at[e.position] = (e.stream, e.type, e.obj)
         self.owners.apply(e.stream, e.type, e.obj)
-        uid = _meta(e.obj).get("uid") or ""
-        if e.type == DELETED or _meta(e.obj).get("deletionTimestamp"):
-            for p in self.recent.pop(uid, []):
-                self.windows.pop(p, None)
-            return
-        self.windows[e.position] = [(e.position, self.replay(e.obj, {}))]
+        meta = _meta(e.obj)
+        uid, ns = meta.get("uid") or "", meta.get("namespace") or ""
+        if e.type == DELETED:
+            self.in_namespace.get(ns, set()).discard(uid)
+        else:
+            self.in_namespace.setdefault(ns, set()).add(uid)
         recent = self.recent.setdefault(uid, [])
         recent.append(e.position)
-        while len(recent) > WINDOWS:
-            self.windows.pop(recent.pop(0), None)
+        if len(recent) > WINDOWS:
+            del recent[0]
+            d = self.open.get(uid)
+            if d is not None and d.causation < recent[0]:
+                self.finish(d)   # before the journal it may need is cut
+            self.journal[uid] = [j for j in self.journal.get(uid, []) if j[0] > recent[0]]
+        if e.type == DELETED:
+            d = self.open.get(uid)
+            if d is not None:
+                self.finish(d)
+            self.recent.pop(uid, None)
+            self.journal.pop(uid, None)
 
-    def changed(self, position: int, uids: Iterable[str]) -> None:
-        """The world of these owners changed at `position`: extend their windows where the decision
-        replayed on it is not the one before."""
+    def changed(self, position: int, stream: str, before: Obj | None, uids: Iterable[str]) -> None:
+        """A child changed at `position` (it was `before`) in the world of these owners: journal it."""
         for uid in set(uids):
-            for p in self.recent.get(uid, []):
-                window = self.windows.get(p)
-                if window is None:
-                    continue
-                replayed = self.replay(self.owner_at[p][2], {})   # the owner as the controller had it at p
-                if window[-1][1] != replayed:
-                    window.append((position, replayed))
+            if uid in self.recent:
+                self.journal.setdefault(uid, []).append((position, stream, before))
 
     def owners_in(self, namespace: str) -> list[str]:
         """The uids of the owners of a namespace (an orphan may be claimed by any of them)."""
-        return [_meta(o).get("uid") or "" for o in self.owners.by_stream.values()
-                if _meta(o).get("namespace") == namespace]
+        return list(self.in_namespace.get(namespace, ()))
 
     def set_time(self, e: Recorded) -> None:
         if e.time:
             self.now = datetime.fromisoformat(e.time.replace("Z", "+00:00")).astimezone(timezone.utc)
 
     def decisions(self) -> list[Decision]:
-        out = self.done + list(self.open.values())
-        return sorted(out, key=lambda d: (d.writes[0] if d.writes else d.view, d.causation))
+        for d in list(self.open.values()):
+            self.finish(d)
+        return sorted(self.done, key=lambda d: (d.writes[0] if d.writes else d.view, d.causation))
 
 
 class ReplicaSetReplayer(_Replayer):
@@ -286,7 +335,7 @@ class ReplicaSetReplayer(_Replayer):
             before = self.pods.get(e.stream)
             self._pod(e)
             self.pods.apply(e.stream, e.type, e.obj)
-            self.changed(e.position, self._affected(before, e.obj))
+            self.changed(e.position, e.stream, before, self._affected(before, e.obj))
 
     def _affected(self, *pods: Obj | None) -> list[str]:
         """The sets whose decision a change of this pod may change: its controller, before and after,
@@ -326,9 +375,13 @@ class ReplicaSetReplayer(_Replayer):
         d.actors.append(e.actor)
         d.recorded.append(action)
 
-    def replay(self, rs: Obj, detail: dict[str, Any]) -> list[str]:
+    def children(self, rs: Obj) -> dict[str, Obj]:
         meta = _meta(rs)
-        candidates = self.pods.owned_by(meta.get("uid") or "") + self.pods.orphans_in(meta.get("namespace") or "")
+        return {**self.pods.by_owner.get(meta.get("uid") or "", {}),
+                **self.pods.orphans.get(meta.get("namespace") or "", {})}
+
+    def replay(self, rs: Obj, detail: dict[str, Any], *, children: list[Obj] | None = None) -> list[str]:
+        candidates = list(self.children(rs).values()) if children is None else children
         try:
             selector = selector_of(rs)
         except errors.EventplaneError:
@@ -405,10 +458,9 @@ class DeploymentReplayer(_Replayer):
             before = self.sets.get(e.stream)
             self._set(e)
             self.sets.apply(e.stream, e.type, e.obj)
-            self.changed(e.position, self._affected(before, e.obj))
+            self.changed(e.position, e.stream, before, self._affected(before, e.obj))
         elif e.stream.startswith("core/pods/"):
             self.pods.apply(e.stream, e.type, e.obj)
-            self.changed(e.position, self._pod_owner(e.obj))
 
     def _affected(self, *sets: Obj | None) -> list[str]:
         out: list[str] = []
@@ -421,22 +473,6 @@ class DeploymentReplayer(_Replayer):
             elif ref.get("kind") == "Deployment":
                 out.append(ref.get("uid") or "")
         return out
-
-    def _pod_owner(self, pod: Obj) -> list[str]:
-        """The Deployment whose decision a change of this pod may change: only a Recreate one (which
-        waits for its old pods to go) through the ReplicaSet that controls the pod."""
-        ref = controller_ref_of(pod)
-        if ref is None or ref.get("kind") != "ReplicaSet":
-            return []
-        ns = _meta(pod).get("namespace") or ""
-        rs = self.sets.get(f"apps/replicasets/{ns}/{ref.get('name')}")
-        rs_ref = controller_ref_of(rs) if rs is not None else None
-        if rs_ref is None or rs_ref.get("kind") != "Deployment":
-            return []
-        dep = self.owners.get(f"apps/deployments/{ns}/{rs_ref.get('name')}")
-        if dep is None or deployment_controller.is_rolling_update(dep):
-            return []
-        return [rs_ref.get("uid") or ""]
 
     def _set(self, e: Recorded) -> None:
         ref = controller_ref_of(e.obj)
@@ -464,9 +500,13 @@ class DeploymentReplayer(_Replayer):
         d.actors.append(e.actor)
         d.recorded.append(word)
 
-    def replay(self, dep: Obj, detail: dict[str, Any]) -> list[str]:
+    def children(self, dep: Obj) -> dict[str, Obj]:
         meta = _meta(dep)
-        candidates = self.sets.owned_by(meta.get("uid") or "") + self.sets.orphans_in(meta.get("namespace") or "")
+        return {**self.sets.by_owner.get(meta.get("uid") or "", {}),
+                **self.sets.orphans.get(meta.get("namespace") or "", {})}
+
+    def replay(self, dep: Obj, detail: dict[str, Any], *, children: list[Obj] | None = None) -> list[str]:
+        candidates = list(self.children(dep).values()) if children is None else children
         try:
             selector = LabelSelector.from_object((dep.get("spec") or {}).get("selector"))
         except errors.EventplaneError:

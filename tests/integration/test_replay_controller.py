@@ -292,3 +292,52 @@ async def test_replaying_the_deployment_controller(api):
 
         changed = await controller_replay(client, "deployment", decide=no_surge)
         assert changed["decisions"]["differ"] > 0
+
+
+# --- the replay itself, on a history written out by hand (no server) ----------------------------------
+
+def _rs(replicas: int, rv: int, status: dict | None = None) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web", "namespace": NS, "uid": "rs-1", "generation": 1, "resourceVersion": str(rv)},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c"}]}}},
+            **({"status": status} if status else {})}
+
+
+def _pod(name: str, rv: int) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "labels": {"app": "web"},
+                         "resourceVersion": str(rv), "creationTimestamp": "2026-11-28T00:00:00Z",
+                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web",
+                                              "uid": "rs-1", "controller": True}]},
+            "spec": {}, "status": {"phase": "Pending"}}
+
+
+def test_a_decision_made_on_a_cache_behind_the_log_agrees_earlier():
+    from reconcilers.replay import Recorded, replay
+    rs, pods = "apps/replicasets/default/web", "core/pods/default/"
+    history = [
+        Recorded(1, rs, "Created", None, _rs(2, 1)),
+        Recorded(2, pods + "web-a", "Created", 1, _pod("web-a", 2)),                  # the controller: 2 pods
+        Recorded(3, pods + "web-b", "Created", 1, _pod("web-b", 3)),
+        Recorded(4, rs, "StatusUpdated", 1, _rs(2, 4, {"replicas": 0, "observedGeneration": 1})),
+        Recorded(5, pods + "web-a", "Deleted", None, _pod("web-a", 5)),              # someone deletes a pod …
+        # … while the controller, not yet seeing it, syncs on causation 4: nothing to do, status 2
+        Recorded(6, rs, "StatusUpdated", 4, _rs(2, 6, {"replicas": 2, "observedGeneration": 1})),
+        Recorded(7, pods + "web-c", "Created", 6, _pod("web-c", 7)),                  # then replaces it
+    ]
+    decisions = replay("replicaset", history)
+    assert [(d.causation, d.view, d.recorded, d.replayed, d.agreement, d.agreed_at) for d in decisions] == [
+        (1, 1, ["create", "create"], ["create", "create"], "view", 1),
+        (4, 5, [], ["create"], "earlier", 4),    # on the world at 5 it would create; as of 4, nothing
+        (6, 6, ["create"], ["create"], "view", 6)]
+    assert decisions[1].earlier == [(4, [])]
+
+    def eager(rs, active_pods, **kw):   # a changed function: one more pod, always
+        diff = replicaset.manage_replicas(rs, active_pods, **kw)
+        diff.create += 1
+        return diff
+
+    changed = replay("replicaset", history, decide=eager)
+    assert [d.agree for d in changed] == [False, False, False]
+    assert changed[1].earlier == [(4, ["create"])] and changed[1].agreed_at is None

@@ -16,8 +16,9 @@ subresource.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -141,6 +142,7 @@ def decode_managed_fields(entries: Any) -> Managed:
     return out
 
 
+@lru_cache(maxsize=1024)  # entries' times repeat (one per second at most, per writer)
 def _seconds(time: str | None) -> float:
     if not time:
         return 0.0
@@ -234,7 +236,8 @@ def update_managed_fields(old: Mapping[str, Any] | None, new: Mapping[str, Any],
     for key, entry in managed.items():
         fields = entry.fields - changed - change.removed
         if fields:
-            out[key] = replace(entry, fields=fields)
+            out[key] = entry if fields == entry.fields else Entry(
+                entry.manager, entry.operation, entry.api_version, entry.time, fields, entry.subresource)
     if changed:
         # Only a write that changed something refreshes the writer's entry and its time.
         key = identity(manager, UPDATE, api_version, subresource)

@@ -29,6 +29,7 @@ from eventplane.client.nodeleases import DEFAULT_DURATION, NodeLeases
 from eventplane.objects import errors
 from reconcilers.informer import Informer, causation_of, key_of
 
+from .execserver import ExecServer
 from .logserver import LogServer
 from .node import build_node, conditions, node_ip, now_rfc3339
 from .runtime import INFRA, Runtime
@@ -130,6 +131,7 @@ class NodeAgent:
         nc = None
         leases = None
         logs: LogServer | None = None
+        execs: ExecServer | None = None
         holder = f"nodeagent@{socket.gethostname()}"
         try:
             while True:
@@ -141,6 +143,8 @@ class NodeAgent:
                     if nc is not None and logs is None:
                         logs = LogServer(nc, self.node_name, self.runtime)   # `kubectl logs`, via the API
                         await logs.start()
+                        execs = ExecServer(nc, self.node_name, self.runtime)  # `kubectl exec`, via the API
+                        await execs.start()
                     if nc is not None and leases is None:
                         leases = await NodeLeases.open(nc)
                     if leases is not None:
@@ -153,6 +157,8 @@ class NodeAgent:
         finally:
             if logs is not None:
                 await logs.stop()
+            if execs is not None:
+                await execs.stop()
             if nc is not None:
                 with contextlib.suppress(Exception):
                     await nc.close()

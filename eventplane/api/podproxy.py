@@ -1,11 +1,18 @@
-"""pods/log: `kubectl logs [-f] [--previous] [-c] [--tail] [--since]`, relayed API server → NATS →
-the pod's node agent. The API server never talks to a container runtime.
+"""pods/log and pods/exec: `kubectl logs [-f] [--previous] [-c] [--tail] [--since]` and
+`kubectl exec [-i] [-t] -- cmd`, relayed API server → NATS → the pod's node agent. The API
+server never talks to a container runtime.
 
-Fed by the REST router (GET /api/v1/namespaces/{namespace}/pods/{name}/log, registered ahead of
-the resource routes); reads the pod from the registry, checks the container as kube-apiserver
-does (wording included), and asks the pod's node on `ep.node.<node>.logs` (nodeagent/logserver.py
-describes the exchange). The bytes the agent publishes to an inbox of ours are written to the
-client as they come; when the client goes away during `-f`, the agent is told to stop.
+Fed by the REST router (GET /api/v1/namespaces/{namespace}/pods/{name}/log and …/exec,
+registered ahead of the resource routes); reads the pod from the registry, checks the container
+as kube-apiserver does (wording included), and asks the pod's node on `ep.node.<node>.logs` or
+`.exec` (nodeagent/logserver.py and execserver.py describe the exchanges).
+
+- logs: the bytes the agent publishes to an inbox of ours are written to the client as they
+  come; when the client goes away during `-f`, the agent is told to stop.
+- exec: a WebSocket with subprotocol v5.channel.k8s.io (or v4): each binary frame starts with
+  its channel — 0 stdin, 1 stdout, 2 stderr, 3 the final Status, 4 resize, 255 close (v5: a
+  stream closed, so stdin's EOF). The Status carries a non-zero exit code as kube-apiserver
+  does, and kubectl exits with it. SPDY (kubectl before 1.30) is refused with a message.
 """
 from __future__ import annotations
 
@@ -31,7 +38,11 @@ LOG_PARAMS = {"container", "follow", "previous", "tailLines", "sinceSeconds", "s
 def add_routes(router: web.UrlDispatcher, resources: Any) -> None:
     async def logs(request: web.Request) -> web.StreamResponse:
         return await serve_logs(request, resources)
+    async def exec_(request: web.Request) -> web.StreamResponse:
+        return await serve_exec(request, resources)
+
     router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/log", logs)
+    router.add_route("*", "/api/v1/namespaces/{namespace}/pods/{name}/exec", exec_)
 
 
 def _flag(value: str | None) -> bool:
@@ -134,6 +145,115 @@ async def serve_logs(request: web.Request, resources: Any) -> web.StreamResponse
                     pass
         await response.write_eof()
         return response
+    finally:
+        try:
+            await sub.unsubscribe()
+        except Exception:
+            pass
+
+
+# --- exec -----------------------------------------------------------------------------------------
+
+EXEC_SUBJECT = "ep.node.{node}.exec"
+PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+
+
+def exit_status(code: int, command: list[str]) -> dict[str, Any]:
+    if code == 0:
+        return {"metadata": {}, "status": "Success"}
+    return {"metadata": {}, "status": "Failure",
+            "message": f"command terminated with non-zero exit code: error executing command "
+                       f"[{' '.join(command)}], exit code {code}",
+            "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+
+
+async def _target(request: web.Request, resources: Any) -> tuple[dict[str, Any], str, str]:
+    """The pod, its container (the first when none is named) and its node, or the API's errors."""
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    pod = await resources.registry.get(resources.catalog().get("", "v1", "pods"), namespace, name)
+    spec = pod.get("spec") or {}
+    names = [c["name"] for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])]
+    container = request.query.get("container") or ((spec.get("containers") or [{}])[0].get("name") or "")
+    if container not in names:
+        raise errors.BadRequestError(f"container {container} is not valid for pod {name}")
+    if not spec.get("nodeName"):
+        raise errors.BadRequestError(f"pod {name} is not scheduled to a node yet")
+    return pod, container, spec["nodeName"]
+
+
+async def serve_exec(request: web.Request, resources: Any) -> web.StreamResponse:
+    pod, container, node = await _target(request, resources)
+    name = pod["metadata"]["name"]
+    command = request.query.getall("command", [])
+    if not command:
+        raise errors.BadRequestError("you must specify at least 1 command")
+    ws = web.WebSocketResponse(protocols=PROTOCOLS, autoping=True, max_msg_size=0)
+    if not ws.can_prepare(request).ok:
+        if request.headers.get("Upgrade", "").upper().startswith("SPDY"):
+            raise errors.BadRequestError("this server serves exec over WebSockets (v5.channel.k8s.io) only; "
+                                         "use kubectl 1.30 or newer")
+        raise errors.BadRequestError("Upgrade request required")
+    nc = request.app.get(NATS)
+    if nc is None or not nc.is_connected:
+        raise errors.EventplaneError("the API server has no NATS connection to reach the node agents")
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    try:
+        body = {"namespace": pod["metadata"].get("namespace"), "name": name, "uid": pod["metadata"].get("uid"),
+                "container": container, "command": command, "tty": _flag(request.query.get("tty")),
+                "stdin": _flag(request.query.get("stdin")), "inbox": inbox}
+        try:
+            answer = await nc.request(EXEC_SUBJECT.format(node=_node_key(node)), json.dumps(body).encode(),
+                                      timeout=ANSWER_TIMEOUT)
+        except Exception as exc:
+            err = errors.EventplaneError(f'the node agent of node "{node}" does not answer: {type(exc).__name__}')
+            err.code, err.reason = 503, "ServiceUnavailable"
+            raise err from None
+        doc = json.loads(answer.data or b"{}")
+        if doc.get("status"):
+            s = doc["status"]
+            raise errors.BadRequestError(s.get("message", "")) if s.get("code") == 400 else \
+                errors.EventplaneError(s.get("message", ""))
+        to_agent = doc["input"]
+        await ws.prepare(request)
+
+        async def from_agent() -> None:
+            while True:
+                msg = await sub.next_msg(timeout=None)
+                headers = msg.headers or {}
+                if headers.get(STREAM_HEADER) == "end":
+                    if headers.get("Error"):
+                        status = {"metadata": {}, "status": "Failure", "message": headers["Error"],
+                                  "reason": "InternalError"}
+                    else:
+                        status = exit_status(int(headers.get("Exit-Code") or 0), command)
+                    await ws.send_bytes(bytes([ERROR]) + json.dumps(status).encode())
+                    return
+                await ws.send_bytes(bytes([int(headers.get("Channel") or STDOUT)]) + msg.data)
+
+        async def from_client() -> None:
+            async for m in ws:
+                if m.type != web.WSMsgType.BINARY or not m.data:
+                    continue
+                channel, payload = m.data[0], m.data[1:]
+                if channel == STDIN:
+                    await nc.publish(to_agent, payload, headers={"Op": "stdin"})
+                elif channel == RESIZE:
+                    await nc.publish(to_agent, payload, headers={"Op": "resize"})
+                elif channel == CLOSE and payload[:1] == bytes([STDIN]):
+                    await nc.publish(to_agent, b"", headers={"Op": "close"})
+            await nc.publish(to_agent, b"", headers={"Op": "cancel"})   # the client went away
+
+        agent_side, client_side = asyncio.ensure_future(from_agent()), asyncio.ensure_future(from_client())
+        try:
+            await asyncio.wait({agent_side, client_side}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (agent_side, client_side):
+                t.cancel()
+            await asyncio.gather(agent_side, client_side, return_exceptions=True)
+            await ws.close()
+        return ws
     finally:
         try:
             await sub.unsubscribe()

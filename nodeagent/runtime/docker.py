@@ -213,6 +213,10 @@ class DockerRuntime:
         code, out, err = await self.api.exec(cid, cmd, timeout=timeout)
         return code, out + err
 
+    async def exec_session(self, cid: str, cmd: list[str], *, tty: bool, stdin: bool) -> DockerExec:
+        eid, reader, writer = await self.api.exec_attached(cid, cmd, tty=tty, stdin=stdin)
+        return DockerExec(self.api, eid, reader, writer, tty)
+
     async def logs(self, cid: str, *, tail: int | None = None, timestamps: bool = False,
                    since: float | None = None) -> bytes:
         # One call for both streams, interleaved as they were written (what `kubectl logs` shows).
@@ -271,6 +275,48 @@ def docker_config(c: ContainerConfig, sandbox: ContainerRecord | None) -> dict[s
     if sandbox is None and c.hostname:
         config["Hostname"] = c.hostname
     return config
+
+
+class DockerExec:
+    """One `exec` with its streams attached (a hijacked connection to the engine)."""
+
+    def __init__(self, api: DockerApi, eid: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 tty: bool) -> None:
+        self.api, self.eid, self.reader, self.writer, self.tty = api, eid, reader, writer, tty
+
+    async def read(self) -> tuple[int, bytes] | None:
+        """(1 stdout | 2 stderr, bytes), or None once the command ended."""
+        if self.tty:
+            data = await self.reader.read(65536)
+            return (1, data) if data else None
+        try:
+            header = await self.reader.readexactly(8)
+            data = await self.reader.readexactly(int.from_bytes(header[4:8], "big"))
+        except asyncio.IncompleteReadError:
+            return None
+        return (2 if header[0] == 2 else 1), data
+
+    async def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    def close_stdin(self) -> None:
+        if self.writer.can_write_eof():
+            self.writer.write_eof()
+
+    async def resize(self, height: int, width: int) -> None:
+        await self.api.exec_resize(self.eid, height, width)
+
+    async def exit_code(self) -> int:
+        for _ in range(50):   # the engine records the code a moment after the stream ends
+            code = await self.api.exec_exit_code(self.eid)
+            if code is not None:
+                return int(code)
+            await asyncio.sleep(0.02)
+        return -1
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def interleaved(raw: bytes) -> bytes:

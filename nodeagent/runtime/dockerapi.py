@@ -221,6 +221,42 @@ class DockerApi:
 
         return await asyncio.wait_for(run(), timeout)
 
+    async def exec_attached(self, cid: str, cmd: list[str], *, tty: bool = False, stdin: bool = False
+                            ) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
+        """Start `cmd` in a running container with its streams attached: (exec id, reader, writer) on a
+        hijacked connection. Without a TTY the reader's bytes are frames (8-byte headers: 1 stdout,
+        2 stderr); with one they are raw. Writing feeds stdin; `writer.write_eof()` closes it."""
+        created = await self.request("POST", f"/containers/{cid}/exec",
+                                     body={"Cmd": cmd, "AttachStdin": stdin, "AttachStdout": True,
+                                           "AttachStderr": True, "Tty": tty})
+        eid = created["Id"]
+        try:
+            reader, writer = await asyncio.open_unix_connection(self.socket)
+        except OSError as exc:
+            raise DockerUnavailable(f"the Docker engine at {self.socket} does not answer: {exc}") from exc
+        body = json.dumps({"Detach": False, "Tty": tty}).encode()
+        writer.write((f"POST /{API_VERSION}/exec/{eid}/start HTTP/1.1\r\nHost: docker\r\n"
+                      "Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+        await writer.drain()
+        status = await reader.readline()
+        parts = status.split()
+        code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 500
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            pass
+        if code >= 400:
+            text = await reader.read(4096)
+            writer.close()
+            raise _error(code, text)
+        return eid, reader, writer
+
+    async def exec_resize(self, eid: str, height: int, width: int) -> None:
+        await self.request("POST", f"/exec/{eid}/resize", params={"h": height, "w": width})
+
+    async def exec_exit_code(self, eid: str) -> int | None:
+        info = await self.request("GET", f"/exec/{eid}/json")
+        return info.get("ExitCode")
+
     async def logs(self, cid: str, *, tail: int | None = None, timestamps: bool = False,
                    since: float | None = None) -> tuple[bytes, bytes]:
         params: dict[str, Any] = {"stdout": True, "stderr": True, "timestamps": timestamps}

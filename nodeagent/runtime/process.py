@@ -241,6 +241,18 @@ class ProcessRuntime:
             raise
         return proc.returncode or 0, out
 
+    async def exec_session(self, cid: str, cmd: list[str], *, tty: bool, stdin: bool) -> ProcessExec:
+        """A host process with the container's env and directory (no TTY: the process runtime has none)."""
+        try:
+            spec = json.loads((self.dir / cid / "spec.json").read_text())
+        except (OSError, ValueError):
+            spec = {}
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=spec.get("env") or None,
+            cwd=spec.get("cwd") or None)
+        return ProcessExec(proc)
+
     async def follow_logs(self, cid: str, *, tail: int | None = None, timestamps: bool = False,
                           since: float | None = None) -> AsyncIterator[bytes]:
         """The log file as it grows, until the process ended and everything was read."""
@@ -269,3 +281,41 @@ class ProcessRuntime:
         if tail is not None:
             data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
         return data
+
+
+class ProcessExec:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self._queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
+        self._open = 2
+        for channel, stream in ((1, proc.stdout), (2, proc.stderr)):
+            asyncio.ensure_future(self._pump(channel, stream))
+
+    async def _pump(self, channel: int, stream: asyncio.StreamReader | None) -> None:
+        while stream is not None and (data := await stream.read(65536)):
+            await self._queue.put((channel, data))
+        self._open -= 1
+        if self._open == 0:
+            await self._queue.put(None)
+
+    async def read(self) -> tuple[int, bytes] | None:
+        return await self._queue.get()
+
+    async def write(self, data: bytes) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.write(data)
+            await self.proc.stdin.drain()
+
+    def close_stdin(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+
+    async def resize(self, height: int, width: int) -> None:
+        pass
+
+    async def exit_code(self) -> int:
+        return await self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()

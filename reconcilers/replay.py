@@ -82,6 +82,7 @@ class Decision:
     actors: list[str] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)
     closed: bool = False         # a status write ended the sync
+    sort: str | None = None      # what its writes to children are, for a controller that does one sort per sync
 
     @property
     def agreed_at(self) -> int | None:
@@ -368,9 +369,9 @@ class ReplicaSetReplayer(_Replayer):
         else:
             return       # adoption and release patches: claim() replays them
         # One sync creates or deletes, never both: a write of the other sort is the next sync's.
-        creating = action == "create"
-        d = self.decision_for(at[2], e.causation, e.position - 1,
-                              fits=lambda d: all((w == "create") == creating for w in d.recorded))
+        sort = "create" if action == "create" else "delete"
+        d = self.decision_for(at[2], e.causation, e.position - 1, fits=lambda d: d.sort in (None, sort))
+        d.sort = sort
         d.writes.append(e.position)
         d.actors.append(e.actor)
         d.recorded.append(action)

@@ -193,6 +193,52 @@ async def scheduling_run(server: ServerUnderTest, kubeconfig: Path, http: HttpCl
     return out
 
 
+def harness(nodes: int, pods: int, options: Options, per_pass: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The scheduler's own work without the API (Nomad's harness): the loop's cache and class states, fed
+    the same nodes and pod mix, `per_pass` pods per pass, each placed pod assumed as the loop does."""
+    from reconcilers.scheduler.batch import ClassStates, place
+    from reconcilers.scheduler.cache import NodeCache
+    from reconcilers.scheduler.pipeline import Cache
+
+    cache = NodeCache()
+    for i in range(nodes):
+        cache.add_node(json.loads(node_body(f"node-{i:05d}", f"zone-{i % args.zones}", args)))
+    chunk = chunk_for(pods)
+    bodies = [json.loads(pod_body("bench", i, "default-scheduler", chunk)) for i in range(pods)]
+    for b in bodies:
+        b["spec"]["priority"] = 0
+    states, memo, start = ClassStates(cache), Cache(), 0
+    _ = cache.snapshot   # the one rebuild after registering, as after an informer sync
+    t0 = PERF()
+    bound = 0
+    for k in range(0, pods, per_pass):
+        placed, _, start = place(bodies[k:k + per_pass], cache.snapshot, options=options, start=start, cache=memo,
+                                 states=states if options.equivalence_classes else None)
+        for pl in placed:
+            if pl.node is not None:
+                cache.assume(pl.pod, pl.node)
+                bound += 1
+    elapsed = PERF() - t0
+    return {"nodes": nodes, "pods": pods, "per_pass": per_pass, "bound": bound, "seconds": elapsed,
+            "per_s": pods / elapsed, "reused": states.reused, "rebuilt": states.rebuilt}
+
+
+def harness_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    runs = {"all on": Options(), "equivalence classes off": Options(equivalence_classes=False),
+            "score cache off": Options(score_cache=False),
+            "relaxed randomization off": Options(relaxed_randomization=False)}
+    out = []
+    for n in args.nodes:
+        for per_pass in (128, 4):
+            for label, options in runs.items():
+                pods = args.harness_pods if label == "all on" else max(args.harness_pods // 10, 100)
+                r = harness(n, pods, options, per_pass, args)
+                r["label"] = label
+                out.append(r)
+                log(f"  harness {n} nodes, {per_pass}/pass, {label}: {r['per_s']:.0f} pods/s ({pods} pods)")
+    return out
+
+
 async def one_cluster(servers: c.Servers, children: list[c.ChildProcess], args: argparse.Namespace,
                       nodes: int) -> dict[str, Any]:
     server = ServerUnderTest(servers, children, argparse.Namespace(server_log_level=args.server_log_level))
@@ -237,6 +283,11 @@ async def one_cluster(servers: c.Servers, children: list[c.ChildProcess], args: 
 async def run_all(servers: c.Servers, children: list[c.ChildProcess], args: argparse.Namespace,
                   loop_name: str) -> dict[str, Any]:
     out: dict[str, Any] = {"machine": await c.machine_facts(servers, loop_name), "args": vars(args), "clusters": []}
+    if args.harness_pods:
+        out["harness"] = harness_runs(args)
+    if args.harness_only:
+        out["targets"] = []
+        return out
     for n in args.nodes:
         out["clusters"].append(await one_cluster(servers, children, args, n))
     out["targets"] = [{"target": f"end to end at {cl['nodes']:,} nodes", "goal": TARGETS.get(cl["nodes"]),
@@ -284,6 +335,18 @@ def render(out: dict[str, Any]) -> str:
                 lines.append(f"   {label:<28}{r['e2e_per_s']:>12,.0f}{r['e2e_per_s'] / ctrl['e2e_per_s']:>8.2f}"
                              f"{r['inside_per_s']:>15,.0f}{r['inside_per_s'] / ctrl['inside_per_s']:>8.2f}")
         lines.append("")
+    if out.get("harness"):
+        lines.append("The scheduler alone (no API: its cache, class states and pipeline fed the same mix, "
+                     "each placed pod assumed):")
+        lines.append(f"   {'nodes':>6} {'pods/pass':>9}  {'run':<28}{'pods':>7}{'pods/s':>10}{'ratio':>8}")
+        base = {}
+        for r in out["harness"]:
+            if r["label"] == "all on":
+                base[(r["nodes"], r["per_pass"])] = r["per_s"]
+            ratio = r["per_s"] / base[(r["nodes"], r["per_pass"])]
+            lines.append(f"   {r['nodes']:>6} {r['per_pass']:>9}  {r['label']:<28}{r['pods']:>7}{r['per_s']:>10,.0f}"
+                         f"{ratio:>8.2f}")
+        lines.append("")
     lines.append("targets (a MISS never changes the exit status)")
     for t in out["targets"]:
         goal = f"≥ {t['goal']:,.0f} pods/s" if t["goal"] else "-"
@@ -303,6 +366,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--off-pods", type=int, default=1_000, help="pods in each optimization-off run and its control")
     p.add_argument("--baseline-pods", type=int, default=2_000, help="pods created for the create-rate baseline")
     p.add_argument("--skip-off", action="store_true", help="skip the optimization-off runs")
+    p.add_argument("--harness-pods", type=int, default=5_000,
+                   help="pods for the scheduler-alone runs (0: skip them; optimization-off runs use a tenth)")
+    p.add_argument("--harness-only", action="store_true", help="only the scheduler-alone runs (no API)")
     p.add_argument("--clients", type=int, default=64, help="concurrent creates")
     p.add_argument("--zones", type=int, default=3)
     p.add_argument("--cpu", default="32")

@@ -70,11 +70,8 @@ def place(pods: Sequence[Obj], snapshot: Snapshot, profile: Profile = DEFAULT_PR
     if options.equivalence_classes:
         groups: dict[tuple[int, str], list[int]] = {}
         for k, pod in enumerate(pods):
-            if batchable(pod):
-                classes[k] = equivalence_class(pod)
-                groups.setdefault((_priority(pod), classes[k]), []).append(k)
-            else:
-                groups[(_priority(pod), f"#{k}")] = [k]
+            classes[k] = equivalence_class(pod)
+            groups.setdefault((_priority(pod), classes[k]), []).append(k)
         order = [k for group in groups.values() for k in group]
         order.sort(key=lambda k: -_priority(pods[k]))   # stable: groups keep their first pod's place
     ctx = _Pass(profile, options, tuple(filters), cache, top, states)
@@ -190,6 +187,9 @@ class _ClassRun:
         self.pod, self.snapshot, self.profile, self.options = pod, snapshot, profile, options
         self.filters, self.cache, self.top = tuple(filters), cache, top
         self.names = [f.name for f in filters]
+        self.scope_of = {f.name: f.scope for f in filters}
+        self.cluster = not batchable(pod)   # placing one of its pods may change other nodes' feasibility
+        self.parked: dict[str, dict[str, tuple[int, str]]] = {}   # raw scores of nodes out for a while
         self.avoid = snapshot.avoid
         self.epoch: Any = None
         self.synced = 0
@@ -240,10 +240,12 @@ class _ClassRun:
 
     # --- one node, filtered and scored for this class ---
 
-    def _filter(self, name: str) -> tuple[str, tuple[str, ...]] | None:
+    def _filter(self, name: str, cluster_only: bool = False) -> tuple[str, tuple[str, ...]] | None:
         info = self.snapshot.get(name)
         pod = self.pod
         for f in self.filters:
+            if cluster_only and f.scope == "node":
+                continue
             if f.name not in self.states:
                 self.states[f.name] = f.prepare(pod, self.snapshot)
             if self.cache is not None:
@@ -305,28 +307,62 @@ class _ClassRun:
                     self._sp_add(name, value)
             self.raw[s.name][name] = (value, label)
 
-    def _examine(self, name: str) -> bool:
-        """Filter (and if feasible score) one node; True when the feasible set changed."""
+    def _examine(self, name: str, *, rescore: bool = True, cluster_only: bool = False) -> bool:
+        """Filter (and if feasible score) one node; True when the feasible set changed. `cluster_only`
+        runs only the filters that read other nodes (the node itself is unchanged); a node that stays
+        feasible is scored again only with `rescore`."""
         was = name in self.feasible
-        rejected = self._filter(name)
+        rejected = self._filter(name, cluster_only)
         if rejected is None:
             self.feasible.add(name)
             self.rejected.pop(name, None)
             info = self.snapshot.get(name)
             if info is not None and ZONE_LABEL in info.labels:
                 self.zone_of[name] = info.labels[ZONE_LABEL]
-            self._score(name)
+            parked = self.parked.pop(name, None)
+            if not was and parked is not None and not rescore:
+                for scorer, value in parked.items():   # back from a spread/affinity rejection, unchanged
+                    self.raw[scorer][name] = value
+                    self._moved_raw.add(scorer)
+                if self.sp is not None:
+                    self._sp_add(name, parked[self.sp][0])
+            elif rescore or not was:
+                self._score(name)
         else:
             self.feasible.discard(name)
             self.rejected[name] = rejected
             if self.sp is not None and name in self.raw[self.sp]:
                 self._sp_remove(name, self.raw[self.sp][name][0])
+            if cluster_only and was:
+                # Rejected for other nodes' sake: its own scores still hold if it comes back.
+                self.parked[name] = {scorer: table[name] for scorer, table in self.raw.items()}
+            elif not cluster_only:
+                self.parked.pop(name, None)   # the node itself changed: what was parked is stale
             for table in (*self.raw.values(), *self.norm.values()):
                 table.pop(name, None)
         if was != (name in self.feasible):
             self._ranked = None
             return True
         return False
+
+    def _recheck(self, rescore: set[str]) -> None:
+        """For a class whose feasibility reads other nodes (spread, inter-pod affinity): prepare those
+        filters again and run them on every examined node; the `rescore` nodes get every filter and
+        scorer again. Still far cheaper than a whole decision: each check is a lookup."""
+        for f in self.filters:
+            if f.scope == "cluster":
+                self.states.pop(f.name, None)
+        changed = False
+        for name in list(self.order):
+            if name in rescore:
+                changed |= self._examine(name)
+                continue
+            prev = self.rejected.get(name)
+            if prev is not None and self.scope_of.get(prev[0]) == "node":
+                continue   # rejected by the node itself, which did not change
+            changed |= self._examine(name, rescore=False, cluster_only=True)
+        changed |= self._grow()
+        self._normalize(list(rescore), changed)
 
     def _grow(self) -> bool:
         """Examine further nodes (from where the search stopped) until enough are feasible."""
@@ -426,6 +462,9 @@ class _ClassRun:
         """Bring the state to `snapshot`, which differs from the state's only on the `changed` nodes."""
         self.snapshot = snapshot
         self.fresh = False
+        if self.cluster:
+            self._recheck({n for n in changed if n in self.order})
+            return
         set_changed = False
         for name in dict.fromkeys(changed):
             if name in self.order:
@@ -443,6 +482,9 @@ class _ClassRun:
         if node is not None:
             self.fresh = False
             self.snapshot = self.snapshot.with_pod(pod, node)
+            if self.cluster:
+                self._recheck({node})
+                return pl
             changed = self._examine(node)
             changed |= self._grow()
             self._normalize([node], changed)

@@ -4,7 +4,9 @@ Fed by pipeline.Decision; consumed by the scheduler loop (which posts the Event)
 and by epctl (which prints a recorded decision). The failure message is
 FitError.Error()'s: "0/N nodes are available: " then "COUNT REASON" strings
 sorted as strings (Go's sort.Strings over the whole "count reason" text),
-joined by ", ", ending with ".". Preemption's suffix is not produced yet.
+joined by ", ", ending with ".". Preemption's suffix (" preemption: …") is added
+by the scheduler loop, which knows whether preemption found victims; the
+loop's Events carry record.py's compact record rather than a whole Decision.
 """
 from __future__ import annotations
 

@@ -139,3 +139,27 @@ def test_a_node_change_or_an_anti_affinity_pod_rebuilds_class_states():
     batched, _, _ = place(replicas(1), cache.snapshot, cache=Cache(), states=states)
     assert states.rebuilt == 3
     assert batched[0].node == "n0000"   # zone b is barred now, and zone a's big node wins
+
+
+@pytest.mark.parametrize("constraint", ["spread", "anti", "affinity"])
+def test_classes_whose_feasibility_reads_other_nodes_place_as_one_by_one(constraint):
+    """Spread and inter-pod (anti-)affinity classes are checked again on every node after each placement."""
+    options = Options(relaxed_randomization=False)
+    extra = {
+        "spread": {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": ZONE,
+                                                   "whenUnsatisfiable": "DoNotSchedule",
+                                                   "labelSelector": {"matchLabels": {"app": "web"}}}]},
+        "anti": {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}},
+        "affinity": {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": ZONE}]}}},
+    }[constraint]
+    nodes = [node(f"n{i:02d}", zone="abc"[i % 3] if i < 10 else "a", cpu="2") for i in range(12)]
+    pods = replicas(16, cpu="500m")
+    for p in pods:
+        p["spec"].update(extra)
+    snapshot = Snapshot.build(nodes)
+    expected, _ = plan(pods, snapshot, options=options)
+    batched, _, _ = place(pods, snapshot, options=options, cache=Cache())
+    assert [p.node for p in batched] == [d.node for d in expected]
+    assert batched[-1].record.get("batch") == [15, 16]

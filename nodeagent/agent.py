@@ -33,6 +33,7 @@ from .execserver import ExecServer
 from .logserver import LogServer
 from .node import build_node, conditions, node_ip, now_rfc3339
 from .runtime import INFRA, Runtime
+from .staticpods import StaticPods
 from .worker import MIN_GRACE, PodWorker
 
 log = logging.getLogger("eventplane.nodeagent")
@@ -45,8 +46,9 @@ class NodeAgent:
     def __init__(self, client: Client, *, node_name: str, runtime: Runtime, nats_url: str | None = None,
                  zone: str | None = None, data_dir: Path | str = "/var/lib/eventplane/nodeagent",
                  node_ip: str | None = None, lease_duration: float = DEFAULT_DURATION,
-                 labels: dict[str, str] | None = None) -> None:
+                 labels: dict[str, str] | None = None, pod_manifest_path: Path | str | None = None) -> None:
         self.client = client
+        self.pod_manifest_path = pod_manifest_path
         self.node_name = node_name
         self.runtime = runtime
         self.nats_url = nats_url
@@ -78,6 +80,9 @@ class NodeAgent:
             tasks.append(asyncio.create_task(self._node_keeper(), name="nodeagent:node"))
             await self.informer.wait_synced()
             log.info("node %s: %d pods bound here", self.node_name, len(self.informer.store))
+            if self.pod_manifest_path:
+                tasks.append(asyncio.create_task(StaticPods(self, self.pod_manifest_path).run(),
+                                                 name="nodeagent:static-pods"))
             while True:
                 try:
                     await self.collect_garbage()
@@ -297,11 +302,14 @@ async def choose_runtime(name: str | None, node_name: str, *, allow_privileged: 
 async def run_nodeagent(client: Client, nats_url: str | None, *, node_name: str, zone: str | None = None,
                         runtime: str | Runtime | None = None, data_dir: Path | str = "/var/lib/eventplane/nodeagent",
                         node_ip: str | None = None, allow_privileged: bool = False,
-                        labels: dict[str, str] | None = None, lease_duration: float = DEFAULT_DURATION) -> None:
+                        labels: dict[str, str] | None = None, lease_duration: float = DEFAULT_DURATION,
+                        pod_manifest_path: Path | str | None = None) -> None:
     """Run a node agent until cancelled. `runtime`: "docker", "process", a Runtime, or None to pick
-    Docker when its socket answers. Cancelling leaves every container running."""
+    Docker when its socket answers; `pod_manifest_path`: a folder of static pod manifests.
+    Cancelling leaves every container running."""
     rt = runtime if runtime is not None and not isinstance(runtime, str) else \
         await choose_runtime(runtime, node_name, allow_privileged=allow_privileged, data_dir=data_dir)
     agent = NodeAgent(client, node_name=node_name, runtime=rt, nats_url=nats_url, zone=zone, data_dir=data_dir,
-                      node_ip=node_ip, labels=labels, lease_duration=lease_duration)
+                      node_ip=node_ip, labels=labels, lease_duration=lease_duration,
+                      pod_manifest_path=pod_manifest_path)
     await agent.run()

@@ -40,6 +40,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="container runtime (default: docker when its socket answers, else process)")
     p.add_argument("--state-dir", help=f"where pod volumes live (default: DIR/nodeagent, else {DEFAULT_STATE_DIR})")
     p.add_argument("--node-ip", help="the node's InternalIP (default: the first address of an interface that is up)")
+    p.add_argument("--pod-manifest-path", metavar="DIR", help="a folder of static pod manifests, mirrored into the API")
     p.add_argument("--allow-privileged", action="store_true", help="run containers that ask to be privileged")
     p.set_defaults(func=nodeagent_command)
 
@@ -66,7 +67,7 @@ def nodeagent_command(args: argparse.Namespace) -> int:
         async with Client.from_kubeconfig(kubeconfig, user_agent=f"eventplane-nodeagent/{args.node_name}") as client:
             await run_nodeagent(client, nats_url, node_name=args.node_name, zone=args.zone, runtime=runtime,
                                 data_dir=state_dir, node_ip=args.node_ip, allow_privileged=args.allow_privileged,
-                                labels=labels)
+                                labels=labels, pod_manifest_path=args.pod_manifest_path)
 
     log.info("node agent %s: API from %s, NATS %s", args.node_name, kubeconfig or "the default kubeconfig", nats_url)
     stopped = run(run_until_stopped(stop, main()))

@@ -236,3 +236,26 @@ async def test_agent_restart_adopts_containers_and_removes_orphans(api, servers,
         after = {c["Id"] for c in await docker.containers({POD_UID: keep["metadata"]["uid"]})}
         assert after == before
         assert cstatus(keep_again, "app")["restartCount"] == 0
+
+
+async def test_static_pods_are_mirrored_into_the_api_and_run(api, servers, docker, node, tmp_path):
+    from nodeagent.staticpods import MIRROR, StaticPods
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "static.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: static, namespace: default}\n"
+        "spec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n"
+        "    image: eventplane-test/busybox:1\n    command: [sleep, '3600']\n")
+    async with agent_running(api, servers, node, tmp_path) as agent:
+        await asyncio.wait_for(agent.adopted.wait(), 30)
+        static = StaticPods(agent, manifests)
+        await static.sync()
+        mirror = f"static-{node}"
+        p = await wait_for(agent.client, mirror, lambda p: condition(p, "Ready") == "True")
+        assert p["metadata"]["annotations"][MIRROR] and p["spec"]["nodeName"] == node
+        assert p["metadata"]["ownerReferences"][0]["kind"] == "Node"
+
+        (manifests / "static.yaml").unlink()
+        await static.sync()
+        await wait_for(agent.client, mirror, lambda p: not p)

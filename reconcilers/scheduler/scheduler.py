@@ -387,6 +387,11 @@ class Scheduler:
                    for p in self.cache.pods_on(node))
 
     def _preempt_candidate(self, pod: Obj) -> preemption.Candidate | None:
+        # No pod can have a lower priority than the lowest class (or 0, the priority of pods without
+        # one): then there are no victims anywhere, and no need to look at every node.
+        floor = min([0] + [int(pc.get("value") or 0) for pc in self.priority_classes.store.list()])
+        if self.priority_of(pod) <= floor:
+            return None
         budgets = preemption.budgets_from(self.pdbs.store.list(), self.pods.store.list()) \
             if len(self.pdbs.store) else []
         return preemption.select(pod, self.cache.snapshot_for([pod_key(pod)]), priority_of=self.priority_of,

@@ -117,8 +117,12 @@ async def controller_replay(client: Client, name: str, *, start: str | None = No
     decisions = [x for x in r.decisions() if (x.writes[0] if x.writes else x.view + 1) >= first]
     agree = sum(1 for x in decisions if x.agree)
     late = sum(1 for x in decisions if x.agreement == "earlier")
+    warnings = []
+    if header["first"] > 1:
+        warnings.append(f"the log starts at position {header['first']} (older partitions are detached): objects "
+                        "last written before it are missing from the replayed world")
     return {"kind": "ControllerReplay", "apiVersion": "history.eventplane.io/v1", "controller": name,
-            "from": first or header["first"], "to": header["head"],
+            "from": first or header["first"], "to": header["head"], "warnings": warnings,
             "decisions": {"replayed": len(decisions), "agree": agree, "differ": len(decisions) - agree,
                           "agreeEarlier": late},
             "items": [x.to_json() for x in decisions]}
@@ -162,6 +166,8 @@ async def run_controller(args: argparse.Namespace, client: Client) -> int:
                              words(x["replayed"]), agree])
             print(render(rows), end="")
         print(summary(doc))
+        for w in doc["warnings"]:
+            print(f"warning: {w}")
         for x in doc["items"]:
             if not x["agree"]:
                 print(f"differs: {x['kind']} {x['object']} at causation {x['causation']} (writes "

@@ -77,8 +77,8 @@ log = logging.getLogger("eventplane.reconcilers.nodelifecycle")
 Obj = dict[str, Any]
 
 __all__ = ["NOT_READY_TAINT", "UNREACHABLE_TAINT", "NodeLifecycle", "Settings", "ZoneLimiter", "build",
-           "eviction_deadline", "eviction_rate", "health_conditions", "node_ready", "tainted", "tolerates",
-           "zone_key", "zone_state"]
+           "eviction_deadline", "eviction_rate", "health_conditions", "no_execute_step", "node_ready", "tainted",
+           "tolerates", "zone_key", "zone_state"]
 
 UNREACHABLE_TAINT = "node.kubernetes.io/unreachable"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
@@ -231,6 +231,22 @@ def eviction_rate(state: str, zone_size: int, *, all_full: bool, settings: Setti
     if state == PARTIAL:
         return settings.secondary_eviction_rate if zone_size > settings.large_cluster_threshold else 0.0
     return settings.eviction_rate
+
+
+def no_execute_step(*, ready: str, all_full: bool, has_ours: bool, unhealthy_since: float, zone_since: float,
+                    monitor_period: float, now: float) -> tuple[str, float]:
+    """What to do about a node's NoExecute taint: "remove" it (healthy, or every zone dark: we are
+    the ones cut off), "keep" whatever is there, "wait" (seconds) until the node has been unhealthy
+    and its zone's state unchanged for a monitor period — nodes that go dark or come back together
+    are counted together — or "ask" the zone's rate limiter for it."""
+    if ready == "True" or all_full:
+        return "remove", 0.0
+    if has_ours:
+        return "keep", 0.0
+    settled = max(unhealthy_since, zone_since) + monitor_period
+    if now < settled:
+        return "wait", settled - now
+    return "ask", 0.0
 
 
 def tolerates(toleration: Obj, taint: Obj) -> bool:
@@ -491,24 +507,22 @@ class NodeLifecycle:
         taints = (node.get("spec") or {}).get("taints") or []
         has_ours = any(t.get("key") in (UNREACHABLE_TAINT, NOT_READY_TAINT) and t.get("effect") == "NoExecute"
                        for t in taints)
-        if ready == "True":
+        step, delay = no_execute_step(ready=ready, all_full=self._all_full, has_ours=has_ours,
+                                      unhealthy_since=self._unhealthy_since.get(name, mono),
+                                      zone_since=self._zone_since.get(zone, 0.0),
+                                      monitor_period=self.settings.monitor_period, now=mono)
+        if step == "remove":
             no_execute = False
-        elif self._all_full:
-            no_execute = False       # we are probably the ones cut off: take back what we added
-        elif not has_ours:
-            # Unhealthy, in a zone whose state has held, for a monitor period: nodes that go dark (or
-            # come back) together are counted together before anything is evicted.
-            settled = max(self._unhealthy_since[name], self._zone_since.get(zone, 0.0)) + self.settings.monitor_period
-            if mono < settled:
-                self.controller.queue.add_after(name, settled - mono + 0.05)
-            else:
-                wait = self._limiter(zone).take()
-                if wait == 0:
-                    no_execute = True
-                    log.info("node %s: NoExecute taint (zone %r %s)", name, zone, zones.get(zone, NORMAL))
-                elif math.isfinite(wait):
-                    self.controller.queue.add_after(name, wait + 0.01)
-                # rate 0: a change of the zone's state queues the node again
+        elif step == "wait":
+            self.controller.queue.add_after(name, delay + 0.05)
+        elif step == "ask":
+            wait = self._limiter(zone).take()
+            if wait == 0:
+                no_execute = True
+                log.info("node %s: NoExecute taint (zone %r %s)", name, zone, zones.get(zone, NORMAL))
+            elif math.isfinite(wait):
+                self.controller.queue.add_after(name, wait + 0.01)
+            # rate 0: a change of the zone's state queues the node again
         desired = tainted(taints, ready, no_execute=no_execute, now=now)
         if desired != taints:
             spec = {**(node.get("spec") or {}), "taints": desired}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import sys
 import time
 import uuid
 
@@ -45,7 +47,10 @@ class Heartbeats:
     async def run(self) -> None:
         while True:
             for name in list(self.alive):
-                await self.leases.renew(name, holder="test", duration=LEASE)
+                try:
+                    await self.leases.renew(name, holder="test", duration=LEASE)
+                except Exception as exc:   # a slow NATS on a busy machine: the next round renews it
+                    print(f"renewing {name}: {exc!r}", file=sys.stderr)
             await asyncio.sleep(RENEW)
 
 
@@ -69,23 +74,46 @@ async def cluster(api, servers, nodes: dict[str, str], **settings):
         assert builder("node-lifecycle") is build and "node-lifecycle" in CONTROLLERS
         for controller in build(ctx):
             tasks.append(asyncio.create_task(controller.run()))
+        tasks.append(asyncio.create_task(_watchdog(120.0)))
         yield client, beats
     finally:
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _bounded(asyncio.gather(*tasks, return_exceptions=True), "stopping the controller")
         for inf in list(ctx.informers) if "ctx" in locals() else []:
-            await inf.stop()
-        await client.close()
+            await _bounded(inf.stop(), f"stopping {inf!r}")
+        await _bounded(client.close(), "closing the client")
         with contextlib.suppress(Exception):
-            await nc.jetstream().delete_key_value(bucket)
-        await nc.close()
+            await _bounded(nc.jetstream().delete_key_value(bucket), "deleting the bucket")
+        await _bounded(nc.close(), "closing NATS")
+
+
+def _tasks() -> str:
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        out.write(f"--- {task!r}\n")
+        task.print_stack(limit=8, file=out)
+    return out.getvalue()
+
+
+async def _watchdog(after: float) -> None:
+    """Should a test hang past pytest's timeout, its captured stderr says where every task was."""
+    await asyncio.sleep(after)
+    print(f"still running after {after:g} s; tasks:\n{_tasks()}", file=sys.stderr)
+
+
+async def _bounded(aw, what: str, timeout: float = 20.0):
+    """A step that must not hang the test: on timeout, fail with every task's stack."""
+    try:
+        return await asyncio.wait_for(aw, timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"{what} took over {timeout:g} s; tasks:\n{_tasks()}") from None
 
 
 async def _until(predicate, timeout: float = 15.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:
-        value = await predicate()
+        value = await _bounded(predicate(), f"a probe for {what}")
         if value:
             return value
         if time.monotonic() > deadline:

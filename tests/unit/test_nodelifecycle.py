@@ -7,8 +7,8 @@ import pytest
 
 from reconcilers.controllers.nodelifecycle import (FULL, NORMAL, NOT_READY_TAINT, PARTIAL, UNREACHABLE_TAINT,
                                                    Settings, ZoneLimiter, eviction_deadline, eviction_rate,
-                                                   health_conditions, node_ready, tainted, tolerates, zone_key,
-                                                   zone_state)
+                                                   health_conditions, no_execute_step, node_ready, tainted,
+                                                   tolerates, zone_key, zone_state)
 
 NOW = "2026-11-28T10:00:00Z"
 T0 = 1_800_000_000.0
@@ -194,3 +194,18 @@ def test_without_nats_the_controller_is_left_out(caplog):
     assert "no NATS URL" in caplog.text
     with pytest.raises(ValueError, match="needs the NATS URL"):
         NodeLifecycle(ctx)
+
+
+@pytest.mark.parametrize("name, kw, expect", [
+    ("healthy: remove", dict(ready="True", all_full=False, has_ours=True), ("remove", 0.0)),
+    ("every zone dark: remove", dict(ready="Unknown", all_full=True, has_ours=True), ("remove", 0.0)),
+    ("already tainted: keep", dict(ready="Unknown", all_full=False, has_ours=True), ("keep", 0.0)),
+    ("dark 2 s of 5: wait 3", dict(ready="Unknown", unhealthy_since=98.0, zone_since=0.0), ("wait", 3.0)),
+    ("dark long, zone just changed: wait", dict(ready="False", unhealthy_since=0.0, zone_since=99.0),
+     ("wait", 4.0)),
+    ("dark and zone settled: ask the limiter", dict(ready="Unknown", unhealthy_since=90.0, zone_since=95.0),
+     ("ask", 0.0)),
+])
+def test_no_execute_step(name, kw, expect):
+    args = dict(all_full=False, has_ours=False, unhealthy_since=0.0, zone_since=0.0, monitor_period=5.0, now=100.0)
+    assert no_execute_step(**{**args, **kw}) == expect, name

@@ -6,7 +6,7 @@ relay (as bench/api.py starts them) and `eventplane nodeagent --runtime docker` 
 benchmark creates pods bound to that node (spec.nodeName set, as a scheduler's binding leaves
 them) and watches them.
 
-1. Baseline: `--pods` (50) `docker run -d` of the test image (busybox httpd), `--rate` (10) per
+1. Baseline: `--pods` (50) `docker run -d` of the test image (busybox httpd), `--rate` (1) per
    second: from running the command to its return (the container started).
 2. The same number of pods, one container each (the same image and command, with a tcpSocket
    readiness probe on its port, periodSeconds 1), created at the same rate: from the create
@@ -17,7 +17,7 @@ them) and watches them.
 The test image is built locally (`docker import` of a busybox-static root filesystem); no registry
 is needed. Every container the benchmark made is removed at the end (by its labels).
 
-    .venv/bin/python bench/podstart.py [--pods 50] [--rate 10] [--json] [--keep]
+    .venv/bin/python bench/podstart.py [--pods 50] [--rate 1] [--json] [--keep]
 """
 from __future__ import annotations
 
@@ -240,7 +240,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--pods", type=int, default=50, help="pods (and bare docker runs)")
-    p.add_argument("--rate", type=float, default=10.0, help="starts per second, both sides")
+    p.add_argument("--rate", type=float, default=1.0, help="starts per second, both sides (one node)")
     p.add_argument("--server-log-level", default="warning", choices=("debug", "info", "warning", "error"),
                    help="--log-level of the child processes (their logs go to files in the temp dir)")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of the table")

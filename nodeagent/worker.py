@@ -184,7 +184,9 @@ class PodWorker:
         spec = pod.get("spec") or {}
         policy = spec.get("restartPolicy", "Always")
         waiting: dict[str, tuple[str, str]] = {}
-        finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        # Terminal once the pod says so — or once we said so and the informer has not shown it yet.
+        finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or \
+            (self.last_written or {}).get("phase") in ("Succeeded", "Failed")
         sandboxes = sorted((r for r in records if r.role == INFRA), key=lambda r: r.restart_count, reverse=True)
         sandbox = sandboxes[0] if sandboxes else None
         changed = False

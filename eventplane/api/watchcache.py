@@ -55,7 +55,9 @@ class WatchCache:
         # The last change of every stream seen since start: lets a filtered watch tell an object
         # that starts or stops matching its selector (sent as ADDED or DELETED, as Kubernetes does).
         self._last: dict[str, Change] = {}
-        self._advanced = asyncio.Condition()
+        # Readers waiting for a position (wait_for): (position, future), woken by the consumer. Most
+        # events have none waiting, and then cost nothing here.
+        self._waiting: list[tuple[int, asyncio.Future]] = []
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -88,22 +90,35 @@ class WatchCache:
                         wanted = True  # the reader calls it again, and meets the error itself
                     if wanted:
                         q.put_nowait(change)
-                async with self._advanced:
-                    self._advanced.notify_all()
+                if self._waiting:
+                    self._wake(event.position)
         finally:
             await sub.close()
+
+    def _wake(self, position: int) -> None:
+        still = []
+        for wanted, future in self._waiting:
+            if wanted > position:
+                still.append((wanted, future))
+            elif not future.done():
+                future.set_result(None)
+        self._waiting = still
 
     async def wait_for(self, position: int, timeout: float) -> bool:
         """True once this cache has seen `position`; False after `timeout` seconds."""
         if self.position >= position:
             return True
+        waiter = (position, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiter)
         try:
             async with asyncio.timeout(timeout):
-                async with self._advanced:
-                    await self._advanced.wait_for(lambda: self.position >= position)
+                await waiter[1]
             return True
         except TimeoutError:
             return False
+        finally:
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
 
     def object_at(self, key: str, position: int) -> dict[str, Any] | None:
         """The object of stream `key` at `position` when that is the last change of it this cache has

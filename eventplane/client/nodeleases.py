@@ -20,6 +20,8 @@ Its history is 1 and its age limit a day: a lease is state, not history.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +34,7 @@ from nats.js.api import KeyValueConfig
 BUCKET = "ep-node-leases"
 DEFAULT_DURATION = 40.0   # seconds; Kubernetes' node-monitor-grace-period
 BUCKET_MAX_AGE = 86400.0
+STOP_TIMEOUT = 5.0        # seconds a watch's clean-up may take
 
 __all__ = ["BUCKET", "DEFAULT_DURATION", "NodeLease", "NodeLeases", "key_for", "node_of"]
 
@@ -130,4 +133,7 @@ class NodeLeases:
                 else:
                     yield node, NodeLease.decode(node, entry.value)
         finally:
-            await watcher.stop()
+            # Bounded and quiet: a watch ends on cancellation or a lost connection, and its clean-up
+            # must neither hang the caller nor replace the error that ended it.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(watcher.stop(), STOP_TIMEOUT)

@@ -55,7 +55,6 @@ node-eviction-rate, …).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import math
@@ -96,6 +95,7 @@ NEVER_UPDATED = ("NodeStatusNeverUpdated", "Kubelet never posted node status.")
 
 NORMAL, PARTIAL, FULL = "Normal", "PartialDisruption", "FullDisruption"
 EVICTED_MEMORY = 60.0   # seconds an eviction is remembered, until the pods informer shows it
+STOP_TIMEOUT = 5.0      # seconds each step of stopping may take
 
 
 @dataclass(frozen=True)
@@ -656,12 +656,18 @@ class _LifecycleController(Controller):
             await lc.pods.wait_synced()
             await super().run()
         finally:
+            # Bounded: stopping must never hang on a NATS that is slow to let go (seen on busy machines).
             if watcher is not None:
                 watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-            with contextlib.suppress(Exception):
-                await asyncio.shield(nc.close())
+                _, pending = await asyncio.wait({watcher}, timeout=STOP_TIMEOUT)
+                if pending:
+                    log.warning("node-lifecycle: the lease watch did not stop within %g s", STOP_TIMEOUT)
+            try:
+                await asyncio.wait_for(nc.close(), STOP_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("node-lifecycle: closing NATS took over %g s; left behind", STOP_TIMEOUT)
+            except Exception as exc:
+                log.debug("node-lifecycle: closing NATS: %r", exc)
 
 
 def build(ctx: ControllerContext) -> list[Controller]:

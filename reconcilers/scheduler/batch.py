@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .filters import DEFAULT_FILTERS, Filter, hard_spread_constraints
-from .pipeline import Cache, Decision, Options, _reasons, equivalence_class, nodes_to_find, schedule
+from .pipeline import Cache, Decision, Options, _reasons, equivalence_class, schedule
 from .record import TOP, Record, build, from_decision
 from .resources import ZONE_LABEL, Obj, Snapshot, pod_key
 from .scorers import DEFAULT_PROFILE, MAX_SCORE, Profile, Scorer, SelectorSpread

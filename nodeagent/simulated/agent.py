@@ -49,6 +49,7 @@ __all__ = ["SimulatedNodes", "Stats", "run_simulated_nodes"]
 REGISTER_CONCURRENCY = 32
 REGISTER_RETRY_CAP = 5.0   # seconds between attempts to reach the API at start
 RENEW_CONCURRENCY = 64
+STOP_TIMEOUT = 5.0  # seconds closing the NATS connection may take
 WAKE_SLACK = 0.05   # seconds after a container's end before looking again (the status must say it ended)
 
 
@@ -133,8 +134,8 @@ class SimulatedNodes:
     async def _close(self) -> None:
         await self.informer.stop()
         if self._own_nc and self._nc is not None:
-            with contextlib.suppress(Exception):
-                await self._nc.close()
+            with contextlib.suppress(Exception):   # bounded: stopping must not hang on a slow NATS
+                await asyncio.wait_for(self._nc.close(), STOP_TIMEOUT)
             self._nc = None
 
     async def wait_ready(self, timeout: float | None = None) -> None:

@@ -27,7 +27,7 @@ log = logging.getLogger("eventplane.watchcache")
 BUFFER = 20_000
 
 
-@dataclass
+@dataclass(slots=True)  # the cache holds up to BUFFER of them: no __dict__ each for the collector to walk
 class Change:
     """One event as watchers see it; the object is decoded once and shared."""
 

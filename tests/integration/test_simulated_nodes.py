@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import sys
 import time
 import uuid
 
@@ -233,3 +236,41 @@ async def test_a_nats_client_or_no_nats_is_refused(servers):
     rest = Client.from_access(ClusterAccess(server="https://127.0.0.1:1"))
     with pytest.raises(ValueError, match="need NATS for their leases"):
         SimulatedNodes(rest, None, SimulatorConfig(count=1))
+
+
+async def test_the_command_runs_until_sigterm(api, servers, tmp_path):
+    """`eventplane simulate-nodes` as a process: nodes and leases appear, SIGTERM stops it with 0."""
+    env = {**os.environ, "EVENTPLANE_DATA_DIR": str(tmp_path / "none")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eventplane.cli.server", "simulate-nodes", "--count", "2", "--zones", "2",
+        "--name-prefix", "cli-", "--cpu", "4", "--kubeconfig", str(api.kubeconfig), "--nats-url", servers.nats_url,
+        "--lease-duration", "4", "--renew-interval", "1", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        async with _client(api) as c:
+            async def registered():
+                items = (await c.list("nodes", label_selector=f"{SIMULATED_LABEL}=true"))["items"]
+                return sorted(n["metadata"]["name"] for n in items) == ["cli-0", "cli-1"]
+            await _until(registered, timeout=60, what="the command's nodes")
+            node = await c.get("nodes", "cli-1")
+            assert node["status"]["capacity"]["cpu"] == "4"
+            assert node["metadata"]["labels"]["topology.kubernetes.io/zone"] == "zone-1"
+        nc = await nats.connect(servers.nats_url)
+        try:
+            leases = await NodeLeases.open(nc)      # the default bucket: the command has no flag for it
+            assert {"cli-0", "cli-1"} <= set(await leases.all())
+        finally:
+            await nc.close()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert "scale tests and benchmarks" in err.decode()
+    nc = await nats.connect(servers.nats_url)
+    try:
+        leases = await NodeLeases.open(nc)
+        for name in ("cli-0", "cli-1"):          # leave the session's bucket as we found it
+            await leases.delete(name)
+    finally:
+        await nc.close()

@@ -310,9 +310,12 @@ class PodTopologySpread(Filter):
         selectors = [sel.LabelSelector.from_object(c.get("labelSelector")) for c in constraints]
         counts: list[dict[str, int]] = [{} for _ in constraints]
         memo_keys = [(namespace, repr(c.get("labelSelector"))) for c in constraints]
+        spec = _spec(pod)
+        selects_nodes = bool(spec.get("nodeSelector")) or bool(
+            ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution"))
         for info in snapshot.nodes:
             labels = info.labels
-            if not all(k in labels for k in keys) or not node_affinity_matches(pod, info):
+            if not all(k in labels for k in keys) or (selects_nodes and not node_affinity_matches(pod, info)):
                 continue
             # A NodeInfo never changes (a change makes a new one): its matching counts are memoized on it.
             memo = info.__dict__.setdefault("_spread_counts", {})

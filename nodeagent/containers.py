@@ -243,4 +243,5 @@ def build_config(pod: dict[str, Any], container: dict[str, Any], *, role: str, r
         read_only_root=bool(sc.get("readOnlyRootFilesystem")),
         cap_add=tuple(caps.get("add") or ()), cap_drop=tuple(caps.get("drop") or ()),
         privileged=bool(sc.get("privileged")),
+        stdin=bool(container.get("stdin")), stdin_once=bool(container.get("stdinOnce")), tty=bool(container.get("tty")),
         labels=labels_for(pod, node, container["name"], role, restart_count, container))

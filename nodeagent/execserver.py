@@ -1,5 +1,5 @@
-"""`kubectl exec` served over NATS to the API server: a command run in a pod's container, its
-streams relayed both ways.
+"""`kubectl exec` and `kubectl attach` served over NATS to the API server: a command run in a
+pod's container (or the container's own streams, with `"mode": "attach"`), relayed both ways.
 
 Fed by the API server (eventplane/api/podproxy.py), which holds the client's WebSocket
 (v5.channel.k8s.io) and asks the pod's node on `ep.node.<node>.exec` with JSON: uid, name,
@@ -76,10 +76,15 @@ class ExecServer:
                    if r.name == container and r.role in (APP, INIT) and r.running]
         if not running:
             return None, {"code": 400, "message": f'unable to upgrade connection: container not found ("{container}")'}
+        r = max(running, key=lambda r: r.restart_count)
+        if req.get("mode") == "attach":
+            attach = getattr(self.runtime, "attach_session", None)
+            if attach is None:
+                return None, {"code": 400, "message": f"the {self.runtime.name} runtime cannot attach to a container"}
+            return await attach(r.id, stdin=bool(req.get("stdin"))), None
         command = [str(a) for a in req.get("command") or []]
         if not command:
             return None, {"code": 400, "message": "you must specify at least one command for the container"}
-        r = max(running, key=lambda r: r.restart_count)
         session = await self.runtime.exec_session(r.id, command, tty=bool(req.get("tty")),
                                                   stdin=bool(req.get("stdin")))
         return session, None

@@ -1,5 +1,5 @@
-"""pods/log and pods/exec: `kubectl logs [-f] [--previous] [-c] [--tail] [--since]` and
-`kubectl exec [-i] [-t] -- cmd`, relayed API server → NATS → the pod's node agent. The API
+"""pods/log, pods/exec and pods/attach: `kubectl logs [-f] [--previous] [-c] [--tail] [--since]`,
+`kubectl exec [-i] [-t] -- cmd` and `kubectl attach`, relayed API server → NATS → the pod's node agent. The API
 server never talks to a container runtime.
 
 Fed by the REST router (GET /api/v1/namespaces/{namespace}/pods/{name}/log and …/exec,
@@ -9,7 +9,7 @@ as kube-apiserver does (wording included), and asks the pod's node on `ep.node.<
 
 - logs: the bytes the agent publishes to an inbox of ours are written to the client as they
   come; when the client goes away during `-f`, the agent is told to stop.
-- exec: a WebSocket with subprotocol v5.channel.k8s.io (or v4): each binary frame starts with
+- exec and attach: a WebSocket with subprotocol v5.channel.k8s.io (or v4): each binary frame starts with
   its channel — 0 stdin, 1 stdout, 2 stderr, 3 the final Status, 4 resize, 255 close (v5: a
   stream closed, so stdin's EOF). The Status carries a non-zero exit code as kube-apiserver
   does, and kubectl exits with it. SPDY (kubectl before 1.30) is refused with a message.
@@ -43,6 +43,11 @@ def add_routes(router: web.UrlDispatcher, resources: Any) -> None:
 
     router.add_get("/api/v1/namespaces/{namespace}/pods/{name}/log", logs)
     router.add_route("*", "/api/v1/namespaces/{namespace}/pods/{name}/exec", exec_)
+
+    async def attach(request: web.Request) -> web.StreamResponse:
+        return await serve_exec(request, resources, attach=True)
+
+    router.add_route("*", "/api/v1/namespaces/{namespace}/pods/{name}/attach", attach)
 
 
 def _flag(value: str | None) -> bool:
@@ -182,11 +187,12 @@ async def _target(request: web.Request, resources: Any) -> tuple[dict[str, Any],
     return pod, container, spec["nodeName"]
 
 
-async def serve_exec(request: web.Request, resources: Any) -> web.StreamResponse:
+async def serve_exec(request: web.Request, resources: Any, *, attach: bool = False) -> web.StreamResponse:
+    """exec (a command) or attach (the container's own streams): the same relay."""
     pod, container, node = await _target(request, resources)
     name = pod["metadata"]["name"]
     command = request.query.getall("command", [])
-    if not command:
+    if not command and not attach:
         raise errors.BadRequestError("you must specify at least 1 command")
     ws = web.WebSocketResponse(protocols=PROTOCOLS, autoping=True, max_msg_size=0)
     if not ws.can_prepare(request).ok:
@@ -202,7 +208,7 @@ async def serve_exec(request: web.Request, resources: Any) -> web.StreamResponse
     try:
         body = {"namespace": pod["metadata"].get("namespace"), "name": name, "uid": pod["metadata"].get("uid"),
                 "container": container, "command": command, "tty": _flag(request.query.get("tty")),
-                "stdin": _flag(request.query.get("stdin")), "inbox": inbox}
+                "stdin": _flag(request.query.get("stdin")), "inbox": inbox, "mode": "attach" if attach else "exec"}
         try:
             answer = await nc.request(EXEC_SUBJECT.format(node=_node_key(node)), json.dumps(body).encode(),
                                       timeout=ANSWER_TIMEOUT)

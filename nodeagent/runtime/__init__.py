@@ -77,6 +77,9 @@ class ContainerConfig:
     cap_drop: tuple[str, ...] = ()
     privileged: bool = False
     hostname: str = ""
+    stdin: bool = False           # spec.stdin: keep stdin open for `kubectl attach -i`
+    stdin_once: bool = False
+    tty: bool = False
     labels: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 

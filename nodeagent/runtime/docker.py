@@ -217,6 +217,14 @@ class DockerRuntime:
         eid, reader, writer = await self.api.exec_attached(cid, cmd, tty=tty, stdin=stdin)
         return DockerExec(self.api, eid, reader, writer, tty)
 
+    async def attach_session(self, cid: str, *, stdin: bool) -> DockerExec:
+        """`kubectl attach`: the container's own streams (stdin only when its spec keeps it open)."""
+        found = await self.api.inspect(cid)
+        tty = bool(((found or {}).get("Config") or {}).get("Tty"))
+        reader, writer = await self.api.hijack(f"/containers/{cid}/attach", {
+            "stream": 1, "stdout": 1, "stderr": 1, "stdin": 1 if stdin else 0})
+        return DockerExec(self.api, "", reader, writer, tty, container=cid)
+
     async def logs(self, cid: str, *, tail: int | None = None, timestamps: bool = False,
                    since: float | None = None) -> bytes:
         # One call for both streams, interleaved as they were written (what `kubectl logs` shows).
@@ -262,6 +270,8 @@ def docker_config(c: ContainerConfig, sandbox: ContainerRecord | None) -> dict[s
         host["CapDrop"] = list(c.cap_drop)
     config: dict[str, Any] = {"Image": c.image, "Env": [f"{k}={v}" for k, v in c.env], "Labels": c.labels,
                               "HostConfig": host}
+    if c.stdin or c.tty:
+        config.update({"OpenStdin": c.stdin, "StdinOnce": c.stdin_once, "Tty": c.tty, "AttachStdin": c.stdin})
     if c.command is not None:
         config["Entrypoint"] = list(c.command)
     if c.args is not None:
@@ -281,8 +291,9 @@ class DockerExec:
     """One `exec` with its streams attached (a hijacked connection to the engine)."""
 
     def __init__(self, api: DockerApi, eid: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 tty: bool) -> None:
+                 tty: bool, *, container: str = "") -> None:
         self.api, self.eid, self.reader, self.writer, self.tty = api, eid, reader, writer, tty
+        self.container = container    # an attach: the exit code is the container's
 
     async def read(self) -> tuple[int, bytes] | None:
         """(1 stdout | 2 stderr, bytes), or None once the command ended."""
@@ -301,13 +312,22 @@ class DockerExec:
         await self.writer.drain()
 
     def close_stdin(self) -> None:
-        if self.writer.can_write_eof():
+        # An attach shares the container's stdin with whoever else attaches: its end is not ours to
+        # signal (the kubelet leaves it open too unless the spec says stdinOnce).
+        if not self.container and self.writer.can_write_eof():
             self.writer.write_eof()
 
     async def resize(self, height: int, width: int) -> None:
-        await self.api.exec_resize(self.eid, height, width)
+        if self.container:
+            await self.api.request("POST", f"/containers/{self.container}/resize", params={"h": height, "w": width})
+        else:
+            await self.api.exec_resize(self.eid, height, width)
 
     async def exit_code(self) -> int:
+        if self.container:
+            found = await self.api.inspect(self.container)
+            state = (found or {}).get("State") or {}
+            return 0 if state.get("Running") else int(state.get("ExitCode") or 0)
         for _ in range(50):   # the engine records the code a moment after the stream ends
             code = await self.api.exec_exit_code(self.eid)
             if code is not None:

@@ -230,12 +230,19 @@ class DockerApi:
                                      body={"Cmd": cmd, "AttachStdin": stdin, "AttachStdout": True,
                                            "AttachStderr": True, "Tty": tty})
         eid = created["Id"]
+        reader, writer = await self.hijack(f"/exec/{eid}/start", None,
+                                           json.dumps({"Detach": False, "Tty": tty}).encode())
+        return eid, reader, writer
+
+    async def hijack(self, path: str, params: dict[str, Any] | None, body: bytes = b""
+                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """POST `path` asking the engine to upgrade the connection: then it carries the raw streams."""
         try:
             reader, writer = await asyncio.open_unix_connection(self.socket)
         except OSError as exc:
             raise DockerUnavailable(f"the Docker engine at {self.socket} does not answer: {exc}") from exc
-        body = json.dumps({"Detach": False, "Tty": tty}).encode()
-        writer.write((f"POST /{API_VERSION}/exec/{eid}/start HTTP/1.1\r\nHost: docker\r\n"
+        query = "&".join(f"{k}={v}" for k, v in _params(params).items())
+        writer.write((f"POST /{API_VERSION}{path}{'?' + query if query else ''} HTTP/1.1\r\nHost: docker\r\n"
                       "Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
                       f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
         await writer.drain()
@@ -248,7 +255,7 @@ class DockerApi:
             text = await reader.read(4096)
             writer.close()
             raise _error(code, text)
-        return eid, reader, writer
+        return reader, writer
 
     async def exec_resize(self, eid: str, height: int, width: int) -> None:
         await self.request("POST", f"/exec/{eid}/resize", params={"h": height, "w": width})

@@ -23,8 +23,10 @@ A simulated container runs for ever unless the pod says otherwise:
 
 When a container ends, restartPolicy decides as the kubelet does: Never →
 the pod ends, Succeeded for exit code 0 and Failed otherwise; OnFailure →
-Succeeded for 0, else the container restarts; Always → it restarts. A restart
-is immediate (no CrashLoopBackOff wait) and counted in restartCount, with the
+Succeeded for 0, else the container restarts; Always → it restarts. Restarts
+follow the kubelet's back-off: the first at once, then after 10 s, 20 s, 40 s
+… up to 5 minutes (state waiting, reason CrashLoopBackOff, in between), none
+after a run of 10 minutes or more; each counted in restartCount, with the
 ended run in lastState.
 """
 from __future__ import annotations
@@ -36,14 +38,16 @@ from typing import Any
 
 from .shapes import container_id, image_id
 
-__all__ = ["DEFAULT_FINITE_RUN", "EXIT_CODE", "READY_SECONDS", "RUN_SECONDS", "Plan", "format_time", "is_terminal",
-           "parse_time", "plan_pod"]
+__all__ = ["DEFAULT_FINITE_RUN", "EXIT_CODE", "READY_SECONDS", "RUN_SECONDS", "Cycle", "Plan", "backoff",
+           "format_time", "go_duration", "is_terminal", "parse_time", "plan_pod", "restart_cycle"]
 
 RUN_SECONDS = "sim.eventplane.io/run-seconds"
 EXIT_CODE = "sim.eventplane.io/exit-code"
 READY_SECONDS = "sim.eventplane.io/ready-seconds"
 DEFAULT_FINITE_RUN = 1.0   # seconds a Never/OnFailure pod's containers run without the annotation
-MIN_RESTART_PERIOD = 1.0   # seconds: a restarting container runs at least this long per run
+BACKOFF_BASE = 10.0        # the kubelet's crash-loop back-off: 10 s, doubled per restart…
+BACKOFF_CAP = 300.0        # … up to 5 minutes
+BACKOFF_RESET = 600.0      # a run this long resets it (twice the cap, as the kubelet does)
 
 OUR_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
 
@@ -106,6 +110,54 @@ def exit_code(pod: dict[str, Any]) -> int:
         return 0
 
 
+@dataclass(frozen=True)
+class Cycle:
+    """Where a restarting container is at a moment: its `restarts`-th run started at `started`;
+    `ended` is when that run ended if it is now waiting out its back-off (None while it runs);
+    `next_at` is when that changes; `previous` the (start, end) of the run before, for lastState."""
+
+    restarts: int
+    started: float
+    ended: float | None
+    next_at: float
+    previous: tuple[float, float] | None
+
+
+def backoff(restarts: int) -> float:
+    """The wait before restart number `restarts + 1`: none before the first, then 10 s doubling to 300 s."""
+    return 0.0 if restarts == 0 else min(BACKOFF_BASE * 2 ** min(restarts - 1, 16), BACKOFF_CAP)
+
+
+def restart_cycle(start: float, run: float, now: float) -> Cycle:
+    """A container that runs `run` seconds and is restarted with the kubelet's back-off, at `now`."""
+    run = max(run, 0.0)
+    if run >= BACKOFF_RESET:
+        k = int((now - start) // run)
+        began = start + k * run
+        return Cycle(k, began, None, began + run, (began - run, began) if k else None)
+    began, k, previous = start, 0, None
+    while True:
+        if backoff(k) == BACKOFF_CAP:         # from here on a constant period: jump, don't walk
+            skip = int((now - began) // (run + BACKOFF_CAP))
+            if skip > 0:
+                began += skip * (run + BACKOFF_CAP)
+                k += skip
+                previous = (began - BACKOFF_CAP - run, began - BACKOFF_CAP)
+        ended = began + run
+        if now < ended:
+            return Cycle(k, began, None, ended, previous)
+        restart_at = ended + backoff(k)
+        if now < restart_at:
+            return Cycle(k, began, ended, restart_at, previous)
+        previous, began, k = (began, ended), restart_at, k + 1
+
+
+def go_duration(seconds: float) -> str:
+    """A whole number of seconds as Go's time.Duration prints it: 10s, 1m20s, 5m0s."""
+    total = int(seconds)
+    return f"{total}s" if total < 60 else f"{total // 60}m{total % 60}s"
+
+
 def plan_pod(pod: dict[str, Any], *, host_ip: str, pod_ip: str | None, now: float) -> Plan:
     """The status of a pod bound to a simulated node, at `now` (unix seconds)."""
     meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
@@ -120,25 +172,25 @@ def plan_pod(pod: dict[str, Any], *, host_ip: str, pod_ip: str | None, now: floa
     policy = spec.get("restartPolicy") or "Always"
     ends = run is not None and (policy == "Never" or (policy == "OnFailure" and code == 0))
 
-    restarts, wake_at, finished = 0, None, None
-    period = max(run or 0.0, MIN_RESTART_PERIOD)
+    wake_at, finished = None, None
+    cycle = Cycle(0, start, None, math.inf, None)
     if run is not None and ends:
         if now >= start + run:
             finished = start + run
         else:
             wake_at = start + run
     elif run is not None:
-        restarts = int((now - start) // period)
-        wake_at = start + (restarts + 1) * period
+        cycle = restart_cycle(start, run, now)
+        wake_at = cycle.next_at
 
-    begun = start + restarts * period if restarts else start    # the current run of the containers
-    ready_at = begun + ready_seconds(pod)
-    ready = now >= ready_at
-    if finished is None and not ready:
+    ready_at = cycle.started + ready_seconds(pod)
+    ready = now >= ready_at and cycle.ended is None
+    if finished is None and cycle.ended is None and not ready:
         wake_at = ready_at if wake_at is None else min(wake_at, ready_at)
     uid = meta.get("uid", "")
-    containers = [_container_status(c, uid, start=start, run=run, restarts=restarts, code=code, finished=finished,
-                                    ready=ready)
+    pod_name = f"{meta.get('name', '')}_{meta.get('namespace', '')}({uid})"
+    containers = [_container_status(c, uid, start=start, cycle=cycle, code=code, finished=finished, ready=ready,
+                                    pod_name=pod_name)
                   for c in spec.get("containers") or []]
     inits = [_init_status(c, uid, start) for c in spec.get("initContainers") or []]
     phase = "Running" if finished is None else ("Succeeded" if code == 0 else "Failed")
@@ -150,7 +202,8 @@ def plan_pod(pod: dict[str, Any], *, host_ip: str, pod_ip: str | None, now: floa
     if inits:
         status["initContainerStatuses"] = inits
     unready = [] if ready else sorted(c["name"] for c in containers)
-    changed_at = finished if finished is not None else (ready_at if ready else begun)
+    changed_at = finished if finished is not None else (
+        cycle.ended if cycle.ended is not None else (ready_at if ready else cycle.started))
     status["conditions"] = _conditions(pod, current.get("conditions") or [], running=finished is None,
                                        unready=unready, since=format_time(changed_at))
     for key in ("reason", "message"):
@@ -168,23 +221,28 @@ def _pruned(value: Any) -> Any:
     return value
 
 
-def _container_status(c: dict[str, Any], uid: str, *, start: float, run: float | None, restarts: int, code: int,
-                      finished: float | None, ready: bool = True) -> dict[str, Any]:
+def _container_status(c: dict[str, Any], uid: str, *, start: float, cycle: Cycle, code: int,
+                      finished: float | None, ready: bool, pod_name: str) -> dict[str, Any]:
     name, image = c.get("name", ""), c.get("image", "")
-    cid = container_id(uid, name, restarts)
+    k = cycle.restarts
+    cid = container_id(uid, name, k)
     out: dict[str, Any] = {"name": name, "image": image, "imageID": image_id(image), "containerID": cid,
-                           "restartCount": restarts, "lastState": {}}
+                           "restartCount": k, "lastState": {}}
     if finished is not None:
         out["state"] = {"terminated": _terminated(code, start, finished, cid)}
         out.update(ready=False, started=False)
         return out
-    begun = start
-    if restarts:
-        period = max(run or 0.0, MIN_RESTART_PERIOD)
-        begun = start + restarts * period
-        out["lastState"] = {"terminated": _terminated(code, begun - period, begun,
-                                                      container_id(uid, name, restarts - 1))}
-    out["state"] = {"running": {"startedAt": format_time(begun)}}
+    if cycle.ended is not None:     # waiting out the back-off before the next restart
+        out["lastState"] = {"terminated": _terminated(code, cycle.started, cycle.ended, cid)}
+        out["state"] = {"waiting": {"reason": "CrashLoopBackOff",
+                                    "message": f"back-off {go_duration(backoff(k))} restarting failed "
+                                               f"container={name} pod={pod_name}"}}
+        out.update(ready=False, started=False)
+        return out
+    if cycle.previous is not None:
+        began, ended = cycle.previous
+        out["lastState"] = {"terminated": _terminated(code, began, ended, container_id(uid, name, k - 1))}
+    out["state"] = {"running": {"startedAt": format_time(cycle.started)}}
     out.update(ready=ready, started=True)
     return out
 

@@ -34,6 +34,19 @@ spec:
     image: eventplane-test/busybox:1
     command: [sh, -c, "echo crashed; exit 1"]
 """
+ECHO = """\
+apiVersion: v1
+kind: Pod
+metadata: {{name: echo}}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: eventplane-test/busybox:1
+    stdin: true
+    command: [sh, -c, "read line; echo got $line"]
+"""
 COUNTER = """\
 apiVersion: v1
 kind: Pod
@@ -85,6 +98,12 @@ async def test_kubectl_get_and_logs(api, servers, docker, node, tmp_path):  # no
                              input="from stdin\n")) == "from stdin\n"
         r = await api.kubectl("exec", "talker", "--", "sh", "-c", "exit 3")
         assert r.code == 3 and "command terminated with exit code 3" in r.err
+
+        # attach: the container's own stdin and stdout (its spec keeps stdin open).
+        await api.ok("apply", "-f", "-", input=ECHO.format(node=node))
+        await until(api, "get", "pod", "echo", "--no-headers", check=lambda o: "Running" in o)
+        out = await api.ok("attach", "-i", "echo", input="ping\n", timeout=30)
+        assert "got ping" in out
 
         r = await api.kubectl("logs", "talker", "-c", "nope")
         assert r.code != 0 and "container nope is not valid for pod talker" in r.err

@@ -5,7 +5,8 @@ import ipaddress
 
 import pytest
 
-from nodeagent.simulated.podstatus import EXIT_CODE, READY_SECONDS, RUN_SECONDS, format_time, parse_time, plan_pod
+from nodeagent.simulated.podstatus import (EXIT_CODE, READY_SECONDS, RUN_SECONDS, Cycle, backoff, format_time,
+                                           go_duration, parse_time, plan_pod, restart_cycle)
 from nodeagent.simulated.shapes import IpPool, SimulatorConfig, node_index
 
 T0 = 1_795_860_000.0   # 2026-11-28T10:00:00Z
@@ -52,10 +53,10 @@ def test_a_bound_pod_runs_and_the_plan_is_stable():
     ("Never: ended", "Never", {}, T0 + 1, "Succeeded", 0, None),
     ("OnFailure, exit 0: ends", "OnFailure", {RUN_SECONDS: "5"}, T0 + 6, "Succeeded", 0, None),
     ("Never with an exit code: Failed", "Never", {RUN_SECONDS: "2", EXIT_CODE: "7"}, T0 + 3, "Failed", 7, None),
-    ("OnFailure with an exit code: restarts", "OnFailure", {RUN_SECONDS: "2", EXIT_CODE: "1"}, T0 + 5, "Running",
-     None, T0 + 6),
+    ("OnFailure with an exit code: restarts", "OnFailure", {RUN_SECONDS: "2", EXIT_CODE: "1"}, T0 + 3, "Running",
+     None, T0 + 4),
     ("Always runs for ever", "Always", {}, T0 + 10**6, "Running", None, None),
-    ("Always with run-seconds restarts", "Always", {RUN_SECONDS: "10"}, T0 + 25, "Running", None, T0 + 30),
+    ("Always with run-seconds restarts", "Always", {RUN_SECONDS: "10"}, T0 + 15, "Running", None, T0 + 20),
     ("a bad annotation is ignored", "Always", {RUN_SECONDS: "soon"}, T0 + 25, "Running", None, None),
 ])
 def test_containers_that_end(name, restart, annotations, at, phase, exit_code, wake):
@@ -75,17 +76,48 @@ def test_containers_that_end(name, restart, annotations, at, phase, exit_code, w
         assert "running" in c["state"] and c["ready"], name
 
 
-def test_restarts_are_counted_with_the_last_run_in_last_state():
+def test_restarts_back_off_as_the_kubelet_does():
     pod = _pod("Always", {RUN_SECONDS: "10", EXIT_CODE: "2"})
     started = _applied(pod, _plan(pod, T0))
-    plan = _plan(started, T0 + 25)
+    # Runs 0–10, restarts at once, runs 10–20, then waits 10 s (CrashLoopBackOff), runs 30–40, waits 20 s…
+    plan = _plan(started, T0 + 15)
     c = plan.status["containerStatuses"][0]
-    assert c["restartCount"] == 2
-    assert c["state"]["running"]["startedAt"] == format_time(T0 + 20)
+    assert c["restartCount"] == 1 and c["state"]["running"]["startedAt"] == format_time(T0 + 10)
     last = c["lastState"]["terminated"]
-    assert (last["exitCode"], last["startedAt"], last["finishedAt"]) == (2, format_time(T0 + 10), format_time(T0 + 20))
+    assert (last["exitCode"], last["reason"], last["startedAt"], last["finishedAt"]) == (
+        2, "Error", format_time(T0), format_time(T0 + 10))
     assert c["containerID"] != started["status"]["containerStatuses"][0]["containerID"]
-    assert _plan(_applied(pod, plan), T0 + 29).status is None        # same run: nothing new
+    assert _plan(_applied(pod, plan), T0 + 19).status is None        # same run: nothing new
+
+    waiting = _plan(_applied(pod, plan), T0 + 25)
+    c = waiting.status["containerStatuses"][0]
+    assert c["state"] == {"waiting": {"reason": "CrashLoopBackOff",
+                                      "message": "back-off 10s restarting failed container=web pod=p_default(u-1)"}}
+    assert (c["restartCount"], c["ready"], c["started"]) == (1, False, False)
+    assert c["lastState"]["terminated"]["finishedAt"] == format_time(T0 + 20)
+    assert _conds(waiting.status)["Ready"] == ("False", "ContainersNotReady") and waiting.wake_at == T0 + 30
+    assert waiting.status["phase"] == "Running"
+
+    later = _plan(_applied(pod, waiting), T0 + 45).status["containerStatuses"][0]
+    assert "back-off 20s" in later["state"]["waiting"]["message"] and later["restartCount"] == 2
+
+
+@pytest.mark.parametrize("start, run, now, expect", [
+    (0, 10, 5, Cycle(0, 0, None, 10, None)),
+    (0, 10, 10, Cycle(1, 10, None, 20, (0, 10))),                 # the first restart is immediate
+    (0, 10, 25, Cycle(1, 10, 20, 30, (0, 10))),                   # then 10 s of back-off
+    (0, 10, 65, Cycle(3, 60, None, 70, (30, 40))),
+    (0, 10, 100_000, Cycle(327, 99_880, 99_890, 100_190, (99_570, 99_580))),   # capped at 300 s
+    (0, 0, 0, Cycle(1, 0, 0, 10, (0, 0))),                         # a crash at start: back-off at once
+    (0, 700, 1500, Cycle(2, 1400, None, 2100, (700, 1400))),      # 10 minutes of running resets it
+])
+def test_restart_cycle(start, run, now, expect):
+    assert restart_cycle(start, run, now) == expect
+
+
+def test_backoff_and_go_durations():
+    assert [backoff(k) for k in range(8)] == [0, 10, 20, 40, 80, 160, 300, 300]
+    assert [go_duration(s) for s in (10, 80, 160, 300)] == ["10s", "1m20s", "2m40s", "5m0s"]
 
 
 def test_ready_seconds_delay_readiness():

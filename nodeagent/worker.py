@@ -65,6 +65,18 @@ def now_rfc3339() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+def restart_backoff(entry: tuple[float, float] | None, finished: float, now: float
+                    ) -> tuple[float | None, tuple[float, float]]:
+    """The kubelet's container restart backoff. `entry` is (delay, when it was last raised) or None;
+    `finished` when the container ended. Returns (the time the backoff ends, when the restart must
+    wait; else None) and the entry to keep when restarting now: 10 s, doubling to 5 min, forgotten
+    when the container ran longer than twice the cap since the last raise."""
+    expired = entry is None or finished - entry[1] > 2 * BACKOFF_MAX
+    if not expired and now - finished < entry[0]:
+        return finished + entry[0], entry
+    return None, (BACKOFF_INITIAL if expired else min(entry[0] * 2, BACKOFF_MAX), now)
+
+
 def should_restart(policy: str, record: ContainerRecord) -> bool:
     if policy == "Always":
         return True
@@ -287,16 +299,15 @@ class PodWorker:
         now = time.time()
         finished = epoch(latest.finished_at) or now
         entry = self.backoff.get(name)
-        expired = entry is None or finished - entry[1] > 2 * BACKOFF_MAX
-        if not expired and now - finished < entry[0]:
+        wait, new_entry = restart_backoff(entry, finished, now)
+        if wait is not None:
             m = self.pod["metadata"]
             waiting[name] = (podstatus.CRASH_LOOP,
                              f"back-off {go_duration(entry[0])} restarting failed container={name} "
                              f"pod={m['name']}_{m.get('namespace', '')}({self.uid})")
-            self._set_due(finished + entry[0])
+            self._set_due(wait)
             return False
-        delay = BACKOFF_INITIAL if expired else min(entry[0] * 2, BACKOFF_MAX)
-        self.backoff[name] = (delay, now)
+        self.backoff[name] = new_entry
         return await self._start(c, role, latest.restart_count + 1, sandbox, waiting)
 
     def _set_due(self, when: float) -> None:

@@ -103,3 +103,23 @@ def test_docker_config_of_a_container():
     assert (h["Memory"], h["MemorySwap"], h["CpuQuota"], h["CpuPeriod"], h["CpuShares"]) == \
         (64 << 20, 64 << 20, 50_000, 100_000, 256)
     assert h["ReadonlyRootfs"] is True and h["CapDrop"] == ["ALL"]
+
+
+def test_crashloop_backoff_grows_to_five_minutes_and_resets():
+    from nodeagent.worker import restart_backoff
+
+    entry, t, delays, waits = None, 1000.0, [], []
+    for _ in range(8):              # a container that runs half a second and dies, every time
+        finished = t + 0.5
+        wait, _ = restart_backoff(entry, finished, finished)   # the sync right after it died
+        waits.append(None if wait is None else wait - finished)
+        now = wait if wait is not None else finished
+        again, entry = restart_backoff(entry, finished, now)   # the sync when the backoff ended
+        assert again is None
+        delays.append(entry[0])
+        t = now
+    assert waits == [None, 10, 20, 40, 80, 160, 300, 300]   # the first restart is immediate
+    assert delays == [10, 20, 40, 80, 160, 300, 300, 300]
+    # It ran for longer than ten minutes since the last raise: the backoff starts over.
+    later = entry[1] + 601
+    assert restart_backoff(entry, later, later) == (None, (10, later))

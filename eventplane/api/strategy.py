@@ -39,15 +39,20 @@ def now_rfc3339() -> str:
 
 
 _entropy = bytearray()
-_entropy_pid = 0
+
+
+def _forget_entropy() -> None:
+    _entropy.clear()  # a forked child must not make the ids its parent makes
+
+
+os.register_at_fork(after_in_child=_forget_entropy)
 
 
 def _random16() -> bytearray:
     """16 bytes of os.urandom (uuid.uuid4's source), read 4 KiB at a time: one system call per 256
     ids instead of one each. A forked child reads its own."""
-    global _entropy, _entropy_pid
-    if len(_entropy) < 16 or _entropy_pid != os.getpid():
-        _entropy, _entropy_pid = bytearray(os.urandom(4096)), os.getpid()
+    if len(_entropy) < 16:
+        _entropy[:] = os.urandom(4096)
     out = _entropy[-16:]
     del _entropy[-16:]
     out[6] = (out[6] & 0x0F) | 0x40  # version 4

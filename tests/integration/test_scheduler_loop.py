@@ -368,3 +368,31 @@ async def test_a_controllers_pods_avoid_a_node_where_one_failed_to_start(api):
         # Another controller's pod is not affected: it goes where spreading and free room say.
         await c.create(pod("other", owner="other", labels={"app": "other"}))
         assert await bound(c, "other") == {"other": "n1"}
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+async def test_eventplane_scheduler_command_binds_and_stops_cleanly_on_sigterm(api):
+    import signal
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eventplane.cli.server", "scheduler", "--kubeconfig", str(api.kubeconfig),
+        "--identity", "cli-test", "--profile", "bin-packing",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with Client.from_kubeconfig(str(api.kubeconfig)) as c:
+            await c.create(node("n1"))
+            await c.create(node("n2", cpu="8"))
+            await c.create(pod("packed", cpu="1"))
+            # bin-packing (most allocated) prefers the node the pod fills most: the small one.
+            assert await bound(c, "packed") == {"packed": "n1"}
+            lease = await c.get("leases.coordination.k8s.io", "default-scheduler", namespace="kube-system")
+            assert lease["spec"]["holderIdentity"] == "cli-test"
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    async with Client.from_kubeconfig(str(api.kubeconfig)) as c:   # the lease was handed back on the way out
+        lease = await c.get("leases.coordination.k8s.io", "default-scheduler", namespace="kube-system")
+        assert lease["spec"]["holderIdentity"] == ""

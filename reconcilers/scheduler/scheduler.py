@@ -242,8 +242,10 @@ class Scheduler:
         self.cache.delete_node(node["metadata"]["name"])
 
     def _on_priority_class(self, *_: Obj) -> None:
-        for qp in list(self.queue.pods.values()):
-            qp.priority = self.priority_of(qp.pod)
+        """A class's value changed (or it appeared): waiting pods of that class take their new place."""
+        for key, qp in list(self.queue.pods.items()):
+            if self.priority_of(qp.pod) != qp.priority:
+                self.queue.update(key, qp.pod)
 
     def _add_handlers(self) -> None:
         if self._handlers_added:

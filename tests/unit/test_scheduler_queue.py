@@ -139,3 +139,14 @@ async def test_the_backoff_timer_wakes_a_waiting_loop():
     import asyncio
     await asyncio.wait_for(q.wait(), 3)
     assert keys(q.pop_many(1)) == ["p"]
+
+
+def test_an_update_with_the_same_spec_re_sorts_by_the_new_priority():
+    """The loop calls update() when a PriorityClass changes: the pod's priority is read again."""
+    prios = {"a": 0, "b": 0}
+    q = SchedulingQueue(clock=Clock(), priority_of=lambda p: prios[p["metadata"]["name"]])
+    q.add("default/a", pod("a"))
+    q.add("default/b", pod("b"))
+    prios["b"] = 100
+    q.update("default/b", pod("b"))
+    assert keys(q.pop_many(2)) == ["b", "a"]

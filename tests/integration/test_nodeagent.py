@@ -259,3 +259,40 @@ async def test_static_pods_are_mirrored_into_the_api_and_run(api, servers, docke
         (manifests / "static.yaml").unlink()
         await static.sync()
         await wait_for(agent.client, mirror, lambda p: not p)
+
+
+async def test_security_context_downward_and_projected_volumes_and_refusals(api, servers, docker, node, tmp_path):
+    async with agent_running(api, servers, node, tmp_path) as agent:
+        client = agent.client
+        await client.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "files"},
+                             "data": {"a.txt": "alpha", "b.txt": "beta"}}, namespace="default")
+        await client.create(pod("locked", node, container(
+            "app", "sleep 3600",
+            securityContext={"runAsUser": 65534, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+            volumeMounts=[{"name": "info", "mountPath": "/info"}, {"name": "all", "mountPath": "/all"}]),
+            volumes=[{"name": "info", "downwardAPI": {"items": [
+                         {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
+                     {"name": "all", "projected": {"sources": [
+                         {"configMap": {"name": "files", "items": [{"key": "a.txt", "path": "conf/a"}]}},
+                         {"downwardAPI": {"items": [{"path": "ns", "fieldRef": {"fieldPath": "metadata.namespace"}}]}}]}}],
+            terminationGracePeriodSeconds=1), namespace="default")
+        await client.create(pod("root", node, container("app", "sleep 3600",
+                                                        securityContext={"privileged": True})), namespace="default")
+        await client.create(pod("nowhere", node, {"name": "app", "image": "registry.invalid/none:1",
+                                                  "command": ["true"]}), namespace="default")
+
+        p = await wait_for(client, "locked", lambda p: condition(p, "Ready") == "True")
+        cid = cstatus(p, "app")["containerID"].removeprefix("docker://")
+        _, out, _ = await docker.exec(cid, ["sh", "-c", "id -u; cat /info/name; echo; cat /all/conf/a; echo; "
+                                            "cat /all/ns; echo; touch /x 2>/dev/null && echo writable || echo ro"])
+        assert out.decode().split() == ["65534", "locked", "alpha", "default", "ro"]
+
+        root = await wait_for(client, "root", lambda p: cstatus(p, "app").get("state", {}).get("waiting"))
+        waiting = cstatus(root, "app")["state"]["waiting"]
+        assert waiting["reason"] == "CreateContainerConfigError" and "privileged" in waiting["message"]
+
+        nowhere = await wait_for(client, "nowhere", lambda p: (cstatus(p, "app").get("state", {}).get("waiting") or {})
+                                 .get("reason") in ("ErrImagePull", "ImagePullBackOff"))
+        assert nowhere["status"]["phase"] == "Pending"
+        await wait_for(client, "nowhere", lambda p: cstatus(p, "app")["state"]["waiting"]["reason"] == "ImagePullBackOff",
+                       timeout=20)

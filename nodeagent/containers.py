@@ -187,8 +187,10 @@ def _bytes(value: Any) -> int | None:
 
 
 def spec_hash(container: dict[str, Any]) -> str:
-    """The kubelet restarts a container whose spec changed (only image may change in a pod)."""
-    return hashlib.sha256(json.dumps(container, sort_keys=True).encode()).hexdigest()[:16]
+    """The kubelet restarts a container whose spec changed. Of a pod's containers only the image may
+    change, so only the image is hashed: a default the API server starts adding one day must not
+    restart every container of a node when its agent restarts."""
+    return hashlib.sha256(json.dumps({"image": container.get("image")}).encode()).hexdigest()[:16]
 
 
 def labels_for(pod: dict[str, Any], node: str, name: str, role: str, restart_count: int,

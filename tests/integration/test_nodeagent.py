@@ -296,3 +296,19 @@ async def test_security_context_downward_and_projected_volumes_and_refusals(api,
         assert nowhere["status"]["phase"] == "Pending"
         await wait_for(client, "nowhere", lambda p: cstatus(p, "app")["state"]["waiting"]["reason"] == "ImagePullBackOff",
                        timeout=20)
+
+
+async def test_changing_the_image_restarts_the_container(api, servers, docker, node, tmp_path):
+    api_image = "eventplane-test/busybox:1"
+    other = "eventplane-test/busybox:other"
+    await docker.request("POST", f"/images/{api_image}/tag", params={"repo": "eventplane-test/busybox", "tag": "other"})
+    async with agent_running(api, servers, node, tmp_path) as agent:
+        await agent.client.create(pod("img", node, container("app", "sleep 3600"), terminationGracePeriodSeconds=1),
+                                  namespace="default")
+        p = await wait_for(agent.client, "img", lambda p: condition(p, "Ready") == "True")
+        await agent.client.patch("pods", "img", {"spec": {"containers": [{"name": "app", "image": other}]}},
+                                 type="strategic", namespace="default")
+        p = await wait_for(agent.client, "img", lambda p: cstatus(p, "app").get("image") == other
+                           and cstatus(p, "app").get("restartCount") == 1 and condition(p, "Ready") == "True")
+        cid = cstatus(p, "app")["containerID"].removeprefix("docker://")
+        assert (await docker.inspect(cid))["Config"]["Image"] == other

@@ -349,17 +349,32 @@ class _ClassRun:
         """For a class whose feasibility reads other nodes (spread, inter-pod affinity): prepare those
         filters again and run them on every examined node; the `rescore` nodes get every filter and
         scorer again. Still far cheaper than a whole decision: each check is a lookup."""
-        for f in self.filters:
-            if f.scope == "cluster":
-                self.states.pop(f.name, None)
+        pod, snapshot, states = self.pod, self.snapshot, self.states
+        cluster = [f for f in self.filters if f.scope == "cluster"]
+        for f in cluster:
+            states[f.name] = f.prepare(pod, snapshot)
+        checks = [(f.name, f.check, states[f.name]) for f in cluster]
+        feasible, rejected, scope_of = self.feasible, self.rejected, self.scope_of
         changed = False
         for name in list(self.order):
             if name in rescore:
                 changed |= self._examine(name)
                 continue
-            prev = self.rejected.get(name)
-            if prev is not None and self.scope_of.get(prev[0]) == "node":
+            prev = rejected.get(name)
+            if prev is not None and scope_of.get(prev[0]) == "node":
                 continue   # rejected by the node itself, which did not change
+            # The common cases, without the bookkeeping: still feasible, or still turned away alike.
+            info = snapshot.get(name)
+            verdict = None
+            for fname, check, state in checks:
+                reasons = check(pod, info, snapshot, state)
+                if reasons:
+                    verdict = (fname, _reasons(reasons))
+                    break
+            if verdict is None and name in feasible:
+                continue
+            if verdict is not None and verdict == prev:
+                continue
             changed |= self._examine(name, rescore=False, cluster_only=True)
         changed |= self._grow()
         self._normalize(list(rescore), changed)

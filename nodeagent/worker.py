@@ -77,6 +77,16 @@ def restart_backoff(entry: tuple[float, float] | None, finished: float, now: flo
     return None, (BACKOFF_INITIAL if expired else min(entry[0] * 2, BACKOFF_MAX), now)
 
 
+def all_done(spec: dict[str, Any], policy: str, records: list[ContainerRecord]) -> bool:
+    """Every container ended for good (the restart policy will not start it again): the pod is over,
+    whatever its status says yet, and needs no sandbox any more."""
+    apps = podstatus.latest_by_name(records, APP)
+    containers = spec.get("containers") or []
+    return bool(containers) and all(
+        apps.get(c["name"]) and apps[c["name"]][0].exited and not should_restart(policy, apps[c["name"]][0])
+        for c in containers)
+
+
 def should_restart(policy: str, record: ContainerRecord) -> bool:
     if policy == "Always":
         return True
@@ -198,7 +208,8 @@ class PodWorker:
         waiting: dict[str, tuple[str, str]] = {}
         # Terminal once the pod says so — or once we said so and the informer has not shown it yet.
         finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") or \
-            (self.last_written or {}).get("phase") in ("Succeeded", "Failed")
+            (self.last_written or {}).get("phase") in ("Succeeded", "Failed") or \
+            all_done(spec, policy, records)
         sandboxes = sorted((r for r in records if r.role == INFRA), key=lambda r: r.restart_count, reverse=True)
         sandbox = sandboxes[0] if sandboxes else None
         changed = False
@@ -209,6 +220,7 @@ class PodWorker:
                 # A new sandbox is a new network namespace: what ran in the old one starts again.
                 attempt = sandbox.restart_count + 1
                 await asyncio.gather(*(self._kill(r, MIN_GRACE) for r in records if r.running))
+            log.info("pod %s: starting its sandbox (attempt %d)", self.key, attempt)
             sandbox = await rt.run_sandbox(pod, labels_for(pod, self.agent.node_name, "", INFRA, attempt))
             self._sandbox = sandbox
             changed = True

@@ -6,7 +6,8 @@ a mirror pod in the API — named `<name>-<node>`, bound to this node, annotated
 `kubernetes.io/config.mirror` (the manifest's hash) and `kubernetes.io/config.source: file`,
 owned by the Node — and the mirror pod then runs through the agent's ordinary pod workers. A
 changed manifest replaces its mirror pod, a removed one deletes it, and a mirror pod deleted
-through the API is created again.
+through the API is created again. A create is caused by a file, not by an event, so it carries
+no causation; the deletes carry the mirror pod's position.
 
 Departure from the kubelet: the kubelet runs a static pod from the file itself, even with no API
 server; here a static pod starts once its mirror pod exists (afterwards it keeps running without
@@ -25,6 +26,7 @@ from typing import Any
 import yaml
 
 from eventplane.objects import errors
+from reconcilers.informer import causation_of
 
 log = logging.getLogger("eventplane.nodeagent.staticpods")
 
@@ -107,7 +109,7 @@ class StaticPods:
                 if current["metadata"].get("deletionTimestamp"):
                     continue   # the old one is on its way out; created again once it is gone
                 log.info("static pod %s/%s changed: replacing its mirror pod", *key)
-                await client.delete("pods", key[1], namespace=key[0])
+                await client.delete("pods", key[1], namespace=key[0], causation=causation_of(current))
                 continue
             try:
                 await client.create(pod, namespace=key[0])
@@ -118,6 +120,6 @@ class StaticPods:
             if key not in desired and not current["metadata"].get("deletionTimestamp"):
                 log.info("static pod %s/%s: its manifest is gone; deleting the mirror pod", *key)
                 try:
-                    await client.delete("pods", key[1], namespace=key[0])
+                    await client.delete("pods", key[1], namespace=key[0], causation=causation_of(current))
                 except errors.NotFoundError:
                     pass

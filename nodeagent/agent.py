@@ -115,7 +115,8 @@ class NodeAgent:
                     log.info("node %s registered", self.node_name)
                 except errors.AlreadyExistsError:
                     existing = await self.client.get("nodes", self.node_name)
-                    await self.client.patch("nodes", self.node_name, {"metadata": {"labels": node["metadata"]["labels"]}})
+                    await self.client.patch("nodes", self.node_name, {"metadata": {"labels": node["metadata"]["labels"]}},
+                                            causation=causation_of(existing))
                     status = node["status"]
                     status["conditions"] = conditions(now_rfc3339(), (existing.get("status") or {}).get("conditions"))
                     await self.client.patch("nodes", self.node_name, {"status": status}, subresource="status",

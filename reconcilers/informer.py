@@ -217,6 +217,7 @@ class Informer:
         self.store = Store(indexers)
         self.resource_version: str | None = None   # the position the cache is current to
         self.relists = 0                            # lists after the first (after Gone)
+        self.stale_events = 0                       # watch events older than the cache, dropped
         self._positions: dict[str, int] = {}        # key -> position of the last event applied for it
         self._handlers: list[Handlers] = []
         self._synced = asyncio.Event()
@@ -355,6 +356,8 @@ class Informer:
 
     async def _apply(self, type_: str, obj: Obj) -> None:
         key = key_of(obj)
+        if type_ in ("ADDED", "MODIFIED", "DELETED") and self._stale(obj):
+            return
         if type_ in ("ADDED", "MODIFIED"):
             old = self.store._put(key, obj)
             self._remember(key, obj)
@@ -371,6 +374,21 @@ class Informer:
         rv = _meta(obj).get("resourceVersion")
         if rv:
             self.resource_version = rv
+
+    def _stale(self, obj: Obj) -> bool:
+        """An event at or before the position the cache is already current to. Positions are global and
+        each watch event's is greater than the last (DESIGN invariant 3), so such an event is a
+        duplicate or arrived out of order; applying it would take the cache back in time (a
+        Deployment's old template, say), and a controller would act on that past. Dropped, counted."""
+        pos = causation_of(obj)
+        current = self.resource_version
+        if pos is None or not current or not str(current).isdigit() or pos > int(current):
+            return False
+        self.stale_events += 1
+        if self.stale_events <= 10 or self.stale_events % 1000 == 0:
+            log.warning("%s: dropped an event at position %d, older than the cache's %s (%d so far): the "
+                        "watch delivered it twice or out of order", self.resource, pos, current, self.stale_events)
+        return True
 
     def _remember(self, key: str, obj: Obj) -> None:
         pos = causation_of(obj)

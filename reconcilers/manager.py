@@ -89,6 +89,7 @@ class ControllerManager:
         self.nats_url = nats_url
         self.options = dict(options or {})
         self.leader_election = leader_election
+        self.settle = max(lease_duration - renew_deadline, 0.0)   # after a lost term, before campaigning
         self.elector = LeaderElector(client, name=lease_name, namespace=lease_namespace, identity=self.identity,
                                      lease_duration=lease_duration, renew_deadline=renew_deadline,
                                      retry_period=retry_period, on_started_leading=self._term,
@@ -121,8 +122,12 @@ class ControllerManager:
             return
         while True:
             await self.elector.run()
-            # run() returned: the lease is lost and the term cancelled. Campaign again.
+            # run() returned: the lease is lost and the term cancelled. Its writes already sent may
+            # still land (the server finishes a request whose client gave up), so wait as long as a
+            # successor would before campaigning again: a new term must list after they landed, or
+            # it would act on a world without them (create a pod twice).
             log.warning("controller manager %s: lost the lease; stopped acting", self.identity)
+            await asyncio.sleep(self.settle)
 
     async def _term(self) -> None:
         """One term of leadership: fresh informers and controllers, run until cancelled."""

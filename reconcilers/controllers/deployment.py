@@ -982,6 +982,14 @@ class DeploymentController:
                 uid = _meta(rs).get("uid") or ""
                 pods_by_rs[uid] = self.pods.store.by_index(BY_OWNER, uid)
         decided = plan(d, rss, pods_by_rs)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("deployment %s@%s gen %s: sets %s → %s", request.key, _meta(d).get("resourceVersion"),
+                      _meta(d).get("generation"),
+                      [(_meta(rs).get("name"), _meta(rs).get("resourceVersion"), replicas_of(rs),
+                        _status(rs).get("availableReplicas")) for rs in rss],
+                      [(type(a).__name__, _meta(a.rs).get("name"), replicas_of(a.rs))
+                       if isinstance(a, (CreateReplicaSet, UpdateReplicaSet)) else type(a).__name__
+                       for a in decided.actions])
         await self.apply(d, decided, causation)
         if decided.requeue_after is not None:
             self.controller.queue.add_after(request.key, decided.requeue_after)

@@ -86,7 +86,7 @@ async def manager(api, *, names: str = "replicaset,deployment,replicationcontrol
     """A ControllerManager in this event loop, with short leases; yields it once it acts."""
     client = Client.from_kubeconfig(str(api.kubeconfig))
     m = ControllerManager(client, names=names, identity=identity,
-                          **{"lease_duration": 3.0, "renew_deadline": 2.0, "retry_period": 0.5, **kw})
+                          **{"lease_duration": 4.0, "renew_deadline": 3.0, "retry_period": 0.5, **kw})
     task = asyncio.create_task(m.run())
     try:
         yield m, task
@@ -239,7 +239,10 @@ async def test_deployment_scales_rolls_out_within_max_unavailable_and_undoes(api
         steps = list(history.replay(before["items"]))
         assert len(steps) >= 12   # at least 6 creates and 6 deletions
         assert min(available for _, available in steps) >= 5
-        assert max(set_history.replica_totals(sets_before["items"])) <= 7
+        assert max(set_history.replica_totals(sets_before["items"])) <= 7, [
+            (o["metadata"]["resourceVersion"], t, o["metadata"]["name"], o["spec"]["replicas"],
+             (o.get("status") or {}).get("availableReplicas"), o["metadata"].get("generation"))
+            for t, o in set_history.events]
         created = history.created_by()
         assert sorted(len(names) for names in created.values()) == [6]   # the new set made exactly 6, once each
         images = {p["spec"]["containers"][0]["image"] for p in head["items"]}

@@ -196,10 +196,11 @@ class PodWorker:
             await self.terminate(records)
             if not self.gone:
                 m = pod["metadata"]
-                try:
+                try:   # this incarnation only: a pod recreated under the same name is never hit
                     await self.agent.client.delete("pods", m["name"], namespace=m.get("namespace"),
-                                                   grace_period_seconds=0, causation=causation)
-                except errors.NotFoundError:
+                                                   grace_period_seconds=0, causation=causation,
+                                                   preconditions={"uid": self.uid})
+                except (errors.NotFoundError, errors.ConflictError):
                     pass
             return True
 

@@ -308,7 +308,8 @@ class ReplicaSetController:
         manage_error: str | None = None
         manage_diff = 0
         if needs_sync:
-            diff = manage_replicas(rs, owned, related=self._related(rs), burst=self.burst)
+            related = self._related(rs) if len(owned) > _replicas(rs) else None   # ranks matter to deletes only
+            diff = manage_replicas(rs, owned, related=related, burst=self.burst)
             manage_diff = len(owned) - _replicas(rs)
             manage_error = await self._act(key, rs, diff, causation)
 

@@ -34,6 +34,8 @@ from .watching import Watches
 
 log = logging.getLogger("eventplane.apiserver")
 
+SHUTDOWN_GRACE = 3.0  # seconds requests in flight get to finish when the server stops
+
 BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 CRD = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACES = ("", "namespaces")
@@ -131,8 +133,11 @@ class ApiServer:
                         openapi=self.openapi, ready=lambda: self._ready, server_address=f"{c.bind}:{c.port}",
                         auditor=self.auditor)
         app[podproxy.NATS] = self.nc  # pods/log reaches the node agents over NATS
-        # handler_cancellation: a watch whose client went away ends at once, not at its next write
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
+        # handler_cancellation: a watch whose client went away ends at once, not at its next write.
+        # shutdown_timeout: on stop, requests in flight get that long to finish; open watches (which
+        # never finish) are then cut, and their clients resume elsewhere from their last version.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True,
+                                     shutdown_timeout=SHUTDOWN_GRACE)
         await self._runner.setup()
         site = web.TCPSite(self._runner, c.bind, c.port, ssl_context=self.pki.server_ssl_context(),
                            reuse_address=True)

@@ -123,6 +123,8 @@ async def test_up_apply_a_deployment_runs_it_and_tells_who_and_why(tmp_path, lau
         assert len(left) == 1, [p["metadata"]["name"] for p in left]
         assert await up.stop(signal.SIGTERM) == 0, up.output()
     finally:
+        if up.proc.poll() is None:      # a failed test: stop the agent first, or it restarts what we remove
+            await up.stop(signal.SIGTERM)
         if docker:
             await remove_node_containers(docker, node)
             await docker.close()

@@ -348,6 +348,9 @@ Action = CreateReplicaSet | UpdateReplicaSet | DeleteReplicaSet | PatchDeploymen
 class Plan:
     actions: list[Action] = field(default_factory=list)
     requeue_after: float | None = None   # look again after this many seconds (progress deadline)
+    # Where Kubernetes' sync returns an error, planning stops: the writes before it are made, none
+    # after it, and the key is retried with backoff.
+    error: str | None = None
 
     def kinds(self) -> list[str]:
         return [type(a).__name__ for a in self.actions]
@@ -471,6 +474,10 @@ def is_saturated(d: Mapping[str, Any], rs: Mapping[str, Any] | None) -> bool:
 
 
 # --- the planner ------------------------------------------------------------------------------------
+
+class _Stop(Exception):
+    """Planning cannot go on from this state (Kubernetes' sync returns an error here)."""
+
 
 class _Planner:
     """syncDeployment on a local copy: every write it would make is recorded as an action and
@@ -789,6 +796,12 @@ class _Planner:
             if replicas_of(rs) == 0 or replicas_of(rs) == int(_status(rs).get("availableReplicas") or 0):
                 continue
             n = min(max_scaled_down - cleaned, replicas_of(rs) - int(_status(rs).get("availableReplicas") or 0))
+            if n < 0:
+                # More available than asked for: the set's status predates its last scale-down. Counting
+                # on it would scale the set up and overrate availability; Kubernetes refuses the sync.
+                raise _Stop(f"when cleaning up unhealthy replicas, got invalid request to scale down "
+                            f"{_meta(rs).get('namespace')}/{_meta(rs).get('name')} {replicas_of(rs)} -> "
+                            f"{replicas_of(rs) - n}")
             self.scale_replica_set(rs, replicas_of(rs) - n)
             cleaned += n
         # Then healthy ones, as far as availability allows.
@@ -871,12 +884,16 @@ def plan(d: Mapping[str, Any], rss: Iterable[Mapping[str, Any]], pods_by_rs: Map
         p.sync_deployment_status([*old, new_rs], new_rs)
         return p.finish()
     p.check_paused_conditions()
-    if _spec(d).get("paused") or p.is_scaling_event():
-        p.sync()
-    elif not is_rolling_update(d):
-        p.rollout_recreate(pods_by_rs or {})
-    else:
-        p.rollout_rolling()
+    try:
+        if _spec(d).get("paused") or p.is_scaling_event():
+            p.sync()
+        elif not is_rolling_update(d):
+            p.rollout_recreate(pods_by_rs or {})
+        else:
+            p.rollout_rolling()
+    except _Stop as stop:
+        p.plan.error = str(stop)
+        return p.plan
     return p.finish()
 
 
@@ -991,6 +1008,9 @@ class DeploymentController:
                        if isinstance(a, (CreateReplicaSet, UpdateReplicaSet)) else type(a).__name__
                        for a in decided.actions])
         await self.apply(d, decided, causation)
+        if decided.error is not None:
+            log.info("deployment %s: %s; retrying", request.key, decided.error)
+            raise Requeue()
         if decided.requeue_after is not None:
             self.controller.queue.add_after(request.key, decided.requeue_after)
 

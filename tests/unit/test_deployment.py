@@ -342,3 +342,15 @@ def test_steady_state_plans_nothing():
     d2 = deployment(replicas=3, generation=2, status=status.status, annotations={REVISION: "1"})
     again = plan(d2, [rs], now=NOW + timedelta(seconds=30))
     assert again.actions == []
+
+
+def test_a_set_reporting_more_available_than_asked_for_stops_the_plan():
+    # Seen under load: the old set was scaled 5 → 4 but its status still counts 5 available. Counting on
+    # that would "clean up" -1 unhealthy replicas (scaling it up to 5) and overrate availability.
+    d = deployment(replicas=6, image="v2", surge=1, unavailable=1, generation=7)
+    old = replica_set("v1", replicas=4, available=5, revision=1, age=300, d=d)
+    new = replica_set("v2", replicas=3, available=2, revision=2, age=10, d=d)   # the surge is used up
+    p = plan(d, [old, new], now=NOW)
+    assert p.actions == []
+    assert p.error == (f"when cleaning up unhealthy replicas, got invalid request to scale down "
+                       f"default/{old['metadata']['name']} 4 -> 5")

@@ -304,13 +304,24 @@ async def run_nodeagent(client: Client, nats_url: str | None, *, node_name: str,
                         runtime: str | Runtime | None = None, data_dir: Path | str = "/var/lib/eventplane/nodeagent",
                         node_ip: str | None = None, allow_privileged: bool = False,
                         labels: dict[str, str] | None = None, lease_duration: float = DEFAULT_DURATION,
-                        pod_manifest_path: Path | str | None = None) -> None:
+                        pod_manifest_path: Path | str | None = None, proxy_services: bool = False) -> None:
     """Run a node agent until cancelled. `runtime`: "docker", "process", a Runtime, or None to pick
-    Docker when its socket answers; `pod_manifest_path`: a folder of static pod manifests.
-    Cancelling leaves every container running."""
+    Docker when its socket answers; `pod_manifest_path`: a folder of static pod manifests;
+    `proxy_services`: also run the userspace service proxy (serviceproxy.py), which adds ClusterIPs to
+    `lo`. Cancelling leaves every container running."""
     rt = runtime if runtime is not None and not isinstance(runtime, str) else \
         await choose_runtime(runtime, node_name, allow_privileged=allow_privileged, data_dir=data_dir)
     agent = NodeAgent(client, node_name=node_name, runtime=rt, nats_url=nats_url, zone=zone, data_dir=data_dir,
                       node_ip=node_ip, labels=labels, lease_duration=lease_duration,
                       pod_manifest_path=pod_manifest_path)
-    await agent.run()
+    if not proxy_services:
+        await agent.run()
+        return
+    from .serviceproxy import ServiceProxy
+
+    proxy = asyncio.create_task(ServiceProxy(client).run(), name="nodeagent:service-proxy")
+    try:
+        await agent.run()
+    finally:
+        proxy.cancel()
+        await asyncio.gather(proxy, return_exceptions=True)

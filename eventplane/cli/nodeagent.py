@@ -42,6 +42,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--node-ip", help="the node's InternalIP (default: the first address of an interface that is up)")
     p.add_argument("--pod-manifest-path", metavar="DIR", help="a folder of static pod manifests, mirrored into the API")
     p.add_argument("--allow-privileged", action="store_true", help="run containers that ask to be privileged")
+    p.add_argument("--proxy-services", action="store_true",
+                   help="proxy Services' ClusterIPs to their ready endpoints (TCP; adds each ClusterIP to lo)")
     p.set_defaults(func=nodeagent_command)
 
 
@@ -67,7 +69,8 @@ def nodeagent_command(args: argparse.Namespace) -> int:
         async with Client.from_kubeconfig(kubeconfig, user_agent=f"eventplane-nodeagent/{args.node_name}") as client:
             await run_nodeagent(client, nats_url, node_name=args.node_name, zone=args.zone, runtime=runtime,
                                 data_dir=state_dir, node_ip=args.node_ip, allow_privileged=args.allow_privileged,
-                                labels=labels, pod_manifest_path=args.pod_manifest_path)
+                                labels=labels, pod_manifest_path=args.pod_manifest_path,
+                                proxy_services=args.proxy_services)
 
     log.info("node agent %s: API from %s, NATS %s", args.node_name, kubeconfig or "the default kubeconfig", nats_url)
     stopped = run(run_until_stopped(stop, main()))

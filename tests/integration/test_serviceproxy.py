@@ -1,0 +1,166 @@
+"""The node agent's userspace service proxy against a real API server, NATS and Docker engine: a
+Service's ClusterIP:80 reaches the ready pods only, round-robin, follows readiness changes without a
+restart, and is taken down (listener and address on lo) when the Service goes.
+
+The proxy adds the Service's ClusterIP to `lo`; the test sends to it only once `ip route get` says
+it is local, and removes it in a finally if the proxy left it (only that address, and only when it
+was not on lo before the test)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from typing import Any
+
+import pytest
+
+from eventplane.client import Client
+from nodeagent import run_nodeagent
+from nodeagent.runtime.docker import DockerRuntime
+from reconcilers.controllers.registry import ControllerContext, builder
+from reconcilers.informer import SharedInformerFactory
+from tests.support.docker import TEST_IMAGE, data_dir, engine_or_skip, ensure_test_image, fresh_node
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def docker():
+    api = await engine_or_skip()
+    await ensure_test_image(api)
+    yield api
+    await api.close()
+
+
+@pytest.fixture
+async def node(docker, tmp_path):
+    async with fresh_node(docker, tmp_path) as n:
+        yield n
+
+
+@contextlib.asynccontextmanager
+async def controllers(client: Client, *names: str):
+    factory = SharedInformerFactory(client)
+    ctx = ControllerContext(client=client, informers=factory)
+    tasks = [asyncio.create_task(c.run()) for n in names for c in builder(n)(ctx)]
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await factory.stop()
+
+
+def lo_addresses() -> set[str]:
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True,
+                         check=True).stdout
+    return {line.split()[3].split("/")[0] for line in out.splitlines()}
+
+
+def is_local(ip: str) -> bool:
+    out = subprocess.run(["ip", "route", "get", ip], capture_output=True, text=True, check=False).stdout
+    return out.startswith("local ")
+
+
+def web_pod(name: str, node: str, ready: bool) -> dict[str, Any]:
+    script = ("mkdir -p /www && echo \"$POD\" > /www/index.html && " + ("touch /tmp/ready && " if ready else "")
+              + "exec httpd -f -p 8080 -h /www")
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "hello"}},
+            "spec": {"nodeName": node, "containers": [{
+                "name": "web", "image": TEST_IMAGE, "command": ["sh", "-c", script],
+                "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                "ports": [{"name": "http", "containerPort": 8080}],
+                "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1}}]}}
+
+
+async def get(ip: str) -> str:
+    assert is_local(ip), f"{ip} is not local: nothing is sent to it"
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, 80), 5)
+    try:
+        writer.write(b"GET / HTTP/1.0\r\nHost: hello\r\n\r\n")
+        await writer.drain()
+        response = (await asyncio.wait_for(reader.read(), 5)).decode()
+    finally:
+        writer.close()
+    head, _, body = response.partition("\r\n\r\n")
+    assert head.split("\r\n")[0].split()[1] == "200", response
+    return body.strip()
+
+
+async def eventually(check, timeout: float = 20.0, what: str = "") -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not reached in {timeout}s: {what}")
+        await asyncio.sleep(0.1)
+
+
+async def test_cluster_ip_reaches_ready_pods_round_robin(api, servers, docker, node, tmp_path):
+    before = lo_addresses()
+    ip = None
+    async with Client.from_kubeconfig(str(api.kubeconfig)) as client, \
+            controllers(client, "endpoints", "endpointslice"):
+        agent = asyncio.create_task(run_nodeagent(client, servers.nats_url, node_name=node,
+                                                  runtime=DockerRuntime(node), data_dir=data_dir(tmp_path),
+                                                  proxy_services=True))
+        try:
+            svc = await client.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello"},
+                                       "spec": {"selector": {"app": "hello"},
+                                                "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
+                                      namespace="default")
+            ip = svc["spec"]["clusterIP"]
+            assert ip.startswith("10.")
+            for name, ready in (("a", True), ("b", True), ("c", False)):
+                await client.create(web_pod(name, node, ready), namespace="default")
+
+            async def slice_state():
+                slices = (await client.list("endpointslices", namespace="default",
+                                            label_selector="kubernetes.io/service-name=hello"))["items"]
+                eps = [e for s in slices for e in s.get("endpoints") or []]
+                names = {e["targetRef"]["name"]: e["conditions"]["ready"] for e in eps}
+                return names if len(names) == 3 else None
+            states = await eventually(slice_state, what="3 endpoints in the slice")
+            assert states == {"a": True, "b": True, "c": False}
+
+            await eventually(lambda: asyncio.sleep(0, is_local(ip)), what=f"{ip} local")
+            assert f"{ip}" in lo_addresses() and ip not in before
+
+            # The proxy's informer may be a moment behind the slice: go on until both ready pods answered.
+            seen: list[str] = []
+
+            async def both_seen():
+                seen.append(await get(ip))
+                return {"a", "b"} <= set(seen)
+            await eventually(both_seen, what="a and b answering")
+            assert "c" not in seen
+
+            answers = [await get(ip) for _ in range(9)]
+            assert set(answers) == {"a", "b"}, answers
+            assert all(x != y for x, y in zip(answers, answers[1:])), f"not round-robin: {answers}"
+
+            # c turns ready: the next connections reach it too, the proxy not restarted.
+            c = await client.get("pods", "c", namespace="default")
+            cid = c["status"]["containerStatuses"][0]["containerID"].removeprefix("docker://")
+            await docker.exec(cid, ["touch", "/tmp/ready"])
+
+            async def c_answers():
+                return await get(ip) == "c"
+            await eventually(c_answers, what="c answering once ready")
+            answers = [await get(ip) for _ in range(6)]
+            assert sorted(answers) == ["a", "a", "b", "b", "c", "c"], answers
+            assert all(x != y for x, y in zip(answers, answers[1:])), f"not round-robin: {answers}"
+
+            # The Service goes: its listener and its address on lo go with it.
+            await client.delete("services", "hello", namespace="default")
+            await eventually(lambda: asyncio.sleep(0, ip not in lo_addresses()), what=f"{ip} removed from lo")
+            assert not is_local(ip)
+        finally:
+            agent.cancel()
+            await asyncio.gather(agent, return_exceptions=True)
+            if ip is not None and ip not in before and ip in lo_addresses():
+                subprocess.run(["ip", "addr", "del", f"{ip}/32", "dev", "lo"], check=False)
+    assert ip not in lo_addresses()

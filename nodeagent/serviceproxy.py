@@ -38,6 +38,7 @@ LABEL = "lo:eventplane"          # the label of the addresses this proxy adds to
 CONNECT_TIMEOUT = 2.0            # per endpoint; the next one is tried when it does not answer
 ATTEMPTS = 3                     # endpoints tried per connection, as kube-proxy's userspace mode did
 BUFFER = 64 * 1024
+RESYNC = 30.0                    # seconds between syncs without any change
 DEFAULT_AFFINITY = 10800         # seconds: sessionAffinityConfig.clientIP.timeoutSeconds's default
 
 Obj = dict[str, Any]
@@ -120,7 +121,8 @@ class ServiceProxy:
                     await asyncio.sleep(1)
                     self._changed.set()
                 self.ready.set()
-                await self._changed.wait()
+                with contextlib.suppress(asyncio.TimeoutError):   # a listener that could not open is retried
+                    await asyncio.wait_for(self._changed.wait(), RESYNC)
         finally:
             await asyncio.shield(self._close_all())
             await self.services.stop()

@@ -142,6 +142,23 @@ async def test_cluster_ip_reaches_ready_pods_round_robin(api, servers, docker, n
             assert set(answers) == {"a", "b"}, answers
             assert all(x != y for x, y in zip(answers, answers[1:])), f"not round-robin: {answers}"
 
+            # sessionAffinity ClientIP: this client (one address) stays on one endpoint; None: round-robin again.
+            await client.patch("services", "hello", {"spec": {"sessionAffinity": "ClientIP"}}, namespace="default")
+            runs: list[str] = []
+
+            async def sticky():
+                runs.append(await get(ip))
+                return len(runs) >= 3 and len(set(runs[-3:])) == 1
+            await eventually(sticky, what="the same endpoint three times in a row")
+            answers = [await get(ip) for _ in range(6)]
+            assert answers == [runs[-1]] * 6, answers
+            await client.patch("services", "hello", {"spec": {"sessionAffinity": "None"}}, namespace="default")
+
+            async def rotating():
+                x, y = await get(ip), await get(ip)
+                return x != y
+            await eventually(rotating, what="round-robin again")
+
             # c turns ready: the next connections reach it too, the proxy not restarted.
             c = await client.get("pods", "c", namespace="default")
             cid = c["status"]["containerStatuses"][0]["containerID"].removeprefix("docker://")

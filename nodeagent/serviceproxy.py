@@ -177,9 +177,7 @@ class ServiceProxy:
     async def _close(self, lst: Listener) -> None:
         self.listeners.pop((lst.ip, lst.port), None)
         if lst.server is not None:
-            lst.server.close()
-            with contextlib.suppress(Exception):
-                await lst.server.wait_closed()
+            lst.server.close()      # connections already accepted go on (not wait_closed: it waits for them)
         log.info("service %s: no longer proxying %s:%d", lst.service, lst.ip, lst.port)
 
     async def _close_all(self) -> None:

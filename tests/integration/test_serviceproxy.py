@@ -2,9 +2,9 @@
 Service's ClusterIP:80 reaches the ready pods only, round-robin, follows readiness changes without a
 restart, and is taken down (listener and address on lo) when the Service goes.
 
-The proxy adds the Service's ClusterIP to `lo`; the test sends to it only once `ip route get` says
-it is local, and removes it in a finally if the proxy left it (only that address, and only when it
-was not on lo before the test)."""
+The proxy adds the cluster's ClusterIPs to `lo` (label lo:eventplane); the test sends to one only once
+`ip route get` says it is local, and in a finally removes those the proxy left (labelled, and not on
+lo before the test) — and only those."""
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +17,7 @@ import pytest
 from eventplane.client import Client
 from nodeagent import run_nodeagent
 from nodeagent.runtime.docker import DockerRuntime
+from nodeagent.serviceproxy import LABEL
 from reconcilers.controllers.registry import ControllerContext, builder
 from reconcilers.informer import SharedInformerFactory
 from tests.support.docker import TEST_IMAGE, data_dir, engine_or_skip, ensure_test_image, fresh_node
@@ -55,6 +56,13 @@ async def controllers(client: Client, *names: str):
 def lo_addresses() -> set[str]:
     out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", "lo"], capture_output=True, text=True,
                          check=True).stdout
+    return {line.split()[3].split("/")[0] for line in out.splitlines()}
+
+
+def proxy_addresses() -> set[str]:
+    """The addresses on lo labelled by the proxy (the `kubernetes` Service's ClusterIP among them)."""
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", "lo", "label", LABEL], capture_output=True,
+                         text=True, check=True).stdout
     return {line.split()[3].split("/")[0] for line in out.splitlines()}
 
 
@@ -102,6 +110,7 @@ async def eventually(check, timeout: float = 20.0, what: Any = "") -> Any:
 async def test_cluster_ip_reaches_ready_pods_round_robin(api, servers, docker, node, tmp_path):
     before = lo_addresses()
     ip = None
+    ips: list[str] = []          # ClusterIPs of the test's Services
     async with Client.from_kubeconfig(str(api.kubeconfig)) as client, \
             controllers(client, "endpoints", "endpointslice"):
         agent = asyncio.create_task(run_nodeagent(client, servers.nats_url, node_name=node,
@@ -113,7 +122,13 @@ async def test_cluster_ip_reaches_ready_pods_round_robin(api, servers, docker, n
                                                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
                                       namespace="default")
             ip = svc["spec"]["clusterIP"]
+            ips.append(ip)
             assert ip.startswith("10.")
+            # Another Service, kept until the agent stops: stopping the proxy removes its address.
+            other = await client.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "other"},
+                                         "spec": {"selector": {"app": "other"}, "ports": [{"port": 81}]}},
+                                        namespace="default")
+            ips.append(other["spec"]["clusterIP"])
             for name, ready in (("a", True), ("b", True), ("c", False)):
                 await client.create(web_pod(name, node, ready), namespace="default")
 
@@ -183,9 +198,13 @@ async def test_cluster_ip_reaches_ready_pods_round_robin(api, servers, docker, n
             await client.delete("services", "hello", namespace="default")
             await eventually(lambda: asyncio.sleep(0, ip not in lo_addresses()), what=f"{ip} removed from lo")
             assert not is_local(ip)
+            assert ips[1] in lo_addresses()
         finally:
             agent.cancel()
             await asyncio.gather(agent, return_exceptions=True)
-            if ip is not None and ip not in before and ip in lo_addresses():
-                subprocess.run(["ip", "addr", "del", f"{ip}/32", "dev", "lo"], check=False)
-    assert ip not in lo_addresses()
+            # The proxy added the ClusterIPs of the cluster's Services (`kubernetes` too), labelled: what it
+            # left of them, and only that, goes.
+            left = sorted(proxy_addresses() - before)
+            for a in left:
+                subprocess.run(["ip", "addr", "del", f"{a}/32", "dev", "lo"], check=False)
+    assert not left, f"the proxy left {left} on lo"

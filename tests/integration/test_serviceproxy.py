@@ -17,7 +17,7 @@ import pytest
 from eventplane.client import Client
 from nodeagent import run_nodeagent
 from nodeagent.runtime.docker import DockerRuntime
-from nodeagent.serviceproxy import LABEL
+from nodeagent.serviceproxy import LABEL, ready_endpoints
 from reconcilers.controllers.registry import ControllerContext, builder
 from reconcilers.informer import SharedInformerFactory
 from tests.support.docker import TEST_IMAGE, data_dir, engine_or_skip, ensure_test_image, fresh_node
@@ -72,7 +72,8 @@ def is_local(ip: str) -> bool:
 
 
 def web_pod(name: str, node: str, ready: bool) -> dict[str, Any]:
-    script = ("mkdir -p /www && echo \"$POD\" > /www/index.html && " + ("touch /tmp/ready && " if ready else "")
+    script = ("mkdir -p /www && echo \"$POD\" > /www/index.html && seq 1 200000 > /www/big && "
+              + ("touch /tmp/ready && " if ready else "")
               + "exec httpd -f -p 8080 -h /www")
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "hello"}},
             "spec": {"nodeName": node, "containers": [{
@@ -82,11 +83,11 @@ def web_pod(name: str, node: str, ready: bool) -> dict[str, Any]:
                 "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1}}]}}
 
 
-async def get(ip: str) -> str:
+async def get(ip: str, path: str = "/") -> str:
     assert is_local(ip), f"{ip} is not local: nothing is sent to it"
     reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, 80), 5)
     try:
-        writer.write(b"GET / HTTP/1.0\r\nHost: hello\r\n\r\n")
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: hello\r\n\r\n".encode())
         await writer.drain()
         response = (await asyncio.wait_for(reader.read(), 5)).decode()
     finally:
@@ -105,6 +106,22 @@ async def eventually(check, timeout: float = 20.0, what: Any = "") -> Any:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"not reached in {timeout}s: {what() if callable(what) else what}")
         await asyncio.sleep(0.1)
+
+
+def test_ready_endpoints_of_a_port_across_slices():
+    def slice_(ports, *endpoints, family="IPv4"):
+        return {"addressType": family, "ports": ports,
+                "endpoints": [{"addresses": [a], "conditions": {"ready": r}} for a, r in endpoints]}
+    http = [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 53, "protocol": "UDP"}]
+    slices = [slice_(http, ("172.17.0.9", True), ("172.17.0.3", False), ("172.17.0.4", True)),
+              slice_(http, ("172.17.0.2", True), ("172.17.0.4", True)),
+              slice_([{"name": "http", "port": 9090}], ("172.17.0.7", True)),      # other ports: their own number
+              slice_(http, ("fd00::1", True), family="IPv6"),
+              slice_(http, ("172.17.0.8", None))]                                  # ready unknown: not ready
+    assert ready_endpoints(slices, "http") == [("172.17.0.2", 8080), ("172.17.0.4", 8080), ("172.17.0.7", 9090),
+                                               ("172.17.0.9", 8080)]
+    assert ready_endpoints(slices, "dns") == []          # UDP: not proxied
+    assert ready_endpoints(slices, "") == []
 
 
 async def test_cluster_ip_reaches_ready_pods_round_robin(api, servers, docker, node, tmp_path):
@@ -156,6 +173,9 @@ async def test_cluster_ip_reaches_ready_pods_round_robin(api, servers, docker, n
             answers = [await get(ip) for _ in range(9)]
             assert set(answers) == {"a", "b"}, answers
             assert all(x != y for x, y in zip(answers, answers[1:])), f"not round-robin: {answers}"
+
+            # A body of 1.3 MB comes through whole.
+            assert await get(ip, "/big") == "\n".join(str(i) for i in range(1, 200001))
 
             # sessionAffinity ClientIP: this client (one address) stays on one endpoint; None: round-robin again.
             await client.patch("services", "hello", {"spec": {"sessionAffinity": "ClientIP"}}, namespace="default")

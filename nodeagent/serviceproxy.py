@@ -39,6 +39,7 @@ CONNECT_TIMEOUT = 2.0            # per endpoint; the next one is tried when it d
 ATTEMPTS = 3                     # endpoints tried per connection, as kube-proxy's userspace mode did
 BUFFER = 64 * 1024
 RESYNC = 30.0                    # seconds between syncs without any change
+AFFINITY_CAP = 4096              # clients remembered per listener before the expired ones are dropped
 DEFAULT_AFFINITY = 10800         # seconds: sessionAffinityConfig.clientIP.timeoutSeconds's default
 
 Obj = dict[str, Any]
@@ -234,7 +235,10 @@ class ServiceProxy:
         chosen = endpoints[lst.next % len(endpoints)]
         lst.next = (lst.next + 1) % len(endpoints)
         if timeout is not None and client_ip:
-            lst.affinity[client_ip] = (chosen, time.monotonic())
+            now = time.monotonic()
+            if len(lst.affinity) >= AFFINITY_CAP:       # forget the clients whose time ran out
+                lst.affinity = {c: h for c, h in lst.affinity.items() if now - h[1] < timeout}
+            lst.affinity[client_ip] = (chosen, now)
         return chosen
 
     def _accept(self, lst: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -72,6 +72,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     group.add_argument("--runtime", choices=("auto", "docker", "process"), default="auto",
                        help="the node agent's runtime (default: Docker when its socket answers, else host "
                             "processes, which are not isolated)")
+    group.add_argument("--proxy-services", action="store_true",
+                       help="let the node agent serve Service ClusterIPs (adds each as a /32 on lo; needs root)")
     group.add_argument("--simulated-nodes", type=int, default=0, metavar="N",
                        help="also run N simulated nodes (kwok-like: pods turn Running without containers; for "
                             "scale tests)")
@@ -185,9 +187,10 @@ async def start_components(tasks: asyncio.TaskGroup, client_as, clients: context
         client = await clients.enter_async_context(
             client_as("nodeagent", f"system:node:{args.node_name}", ("system:nodes",)))
         tasks.create_task(run_nodeagent(client, nats_url, node_name=args.node_name, runtime=runtime,
-                                        data_dir=state_dir), name="nodeagent")
+                                        data_dir=state_dir, proxy_services=args.proxy_services), name="nodeagent")
         isolation = "containers" if runtime.name == "docker" else "host processes, NOT isolated"
-        lines.append(f"node        {args.node_name} (runtime {runtime.name}: {isolation})")
+        proxy = ", Services proxied on lo" if args.proxy_services else ""
+        lines.append(f"node        {args.node_name} (runtime {runtime.name}: {isolation}{proxy})")
     if args.simulated_nodes > 0:
         client = await clients.enter_async_context(
             client_as("simulated-nodes", "system:node:simulated", ("system:nodes",)))

@@ -41,11 +41,36 @@ spec:
       containers:
       - name: web
         image: {image}
-        command: [sleep, "3600"]
+        command: {command}
         readinessProbe:
           exec: {{command: ["true"]}}
           periodSeconds: 1
 """
+SERVICE = """apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+# With Docker each pod serves its own name over HTTP (busybox httpd); host processes share one network,
+# so there they only sleep.
+HTTPD = '[sh, -c, "hostname > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"]'
+SLEEP = '[sleep, "3600"]'
+
+
+def is_local(ip: str) -> bool:
+    out = subprocess.run(["ip", "route", "get", ip], capture_output=True, text=True, check=False).stdout
+    return out.startswith("local ")
+
+
+async def http_get(ip: str, port: int) -> str:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 5)
+    writer.write(f"GET / HTTP/1.0\r\nHost: {ip}\r\n\r\n".encode())
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return data.decode(errors="replace").split("\r\n\r\n", 1)[-1].strip()
 
 
 async def run(*argv: str, env: dict[str, str], timeout: float = 120.0) -> tuple[int, str, str]:
@@ -80,12 +105,13 @@ async def test_up_apply_a_deployment_runs_it_and_tells_who_and_why(tmp_path, lau
     node = f"test-{uuid.uuid4().hex[:8]}"
     data = tmp_path / "data"
     up = launch("up", "--data-dir", str(data), "--no-kubeconfig-merge", "--node-name", node,
-                "--runtime", "docker" if docker else "process")
+                "--runtime", "docker" if docker else "process", *(["--proxy-services"] if docker else []))
+    command = HTTPD if docker else SLEEP
     try:
         await wait_until_up(data, up)
         env = {**clean_env(), "KUBECONFIG": str(data / "kubeconfig"), "HOME": str(tmp_path / "home")}
         manifest = tmp_path / "web.yaml"
-        manifest.write_text(DEPLOY.format(replicas=3, image=image))
+        manifest.write_text(DEPLOY.format(replicas=3, image=image, command=command))
         assert "deployment.apps/web created" in await ok("kubectl", "apply", "-f", str(manifest), env=env)
         await ok("kubectl", "rollout", "status", "deploy/web", "--timeout=120s", env=env, timeout=150)
 
@@ -96,6 +122,25 @@ async def test_up_apply_a_deployment_runs_it_and_tells_who_and_why(tmp_path, lau
         if docker:
             running = [c for c in await docker.containers({NODE: node}) if c["State"] == "running"]
             assert len(running) >= 3, running    # a container per pod at least (plus infra containers)
+
+        if docker:
+            # The node agent proxies the Service's ClusterIP (on lo, so local) round-robin to the 3 pods.
+            svc_file = tmp_path / "svc.yaml"
+            svc_file.write_text(SERVICE)
+            await ok("kubectl", "apply", "-f", str(svc_file), env=env)
+            ip = json.loads(await ok("kubectl", "get", "svc", "web", "-o", "json", env=env))["spec"]["clusterIP"]
+            names: list[str] = []
+            for _ in range(100):
+                if is_local(ip):
+                    try:
+                        names.append(await http_get(ip, 80))
+                    except OSError:
+                        pass        # endpoints not published yet: the proxy closes the connection
+                    if len(set(names[-3:])) == 3:
+                        break
+                await asyncio.sleep(0.2)
+            assert is_local(ip), f"{ip} never became local"
+            assert set(names[-3:]) == {p["metadata"]["name"] for p in pods}, names
 
         history = await ok(*EPCTL, "history", "deploy/web", env=env)
         assert "admin" in history and "create" in history, history
@@ -112,7 +157,7 @@ async def test_up_apply_a_deployment_runs_it_and_tells_who_and_why(tmp_path, lau
         assert "admin" in lines[1] and "deployments.apps/web" in lines[1], why
         assert "system:kube-scheduler" in lines[4] and "Bound" in lines[4], why
 
-        manifest.write_text(DEPLOY.format(replicas=1, image=image))
+        manifest.write_text(DEPLOY.format(replicas=1, image=image, command=command))
         await ok("kubectl", "apply", "-f", str(manifest), env=env)
         await ok("kubectl", "rollout", "status", "deploy/web", "--timeout=60s", env=env, timeout=90)
         for _ in range(150):

@@ -7,6 +7,7 @@ import json
 from reconcilers.controllers import daemonset
 from tests.integration._fake_kubelet import FakeKubelet
 from tests.integration.test_job_controllers import controllers, pod_events, wait_for
+from tests.support.controllers import background
 
 MANIFEST = {
     "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent", "namespace": "default"},
@@ -92,8 +93,6 @@ async def test_one_pod_per_eligible_node_following_nodes_and_rolling_update(api)
 async def test_with_the_scheduler_and_simulated_nodes(api, servers):
     """No fake kubelet: the real scheduler binds each daemon pod by its matchFields affinity, and simulated
     nodes (leases in NATS KV) make the pods Running and Ready."""
-    import asyncio
-    import contextlib
     import uuid
 
     from nodeagent.simulated import SimulatedNodes, SimulatorConfig
@@ -101,9 +100,8 @@ async def test_with_the_scheduler_and_simulated_nodes(api, servers):
 
     async with controllers(api, daemonset.build) as c:
         config = SimulatorConfig(count=3, lease_bucket=f"leases-{uuid.uuid4().hex[:8]}", holder="test-ds")
-        tasks = [asyncio.create_task(SimulatedNodes(c, servers.nats_url, config).run()),
-                 asyncio.create_task(run_scheduler(c, identity="test-ds", leader_elect=False))]
-        try:
+        async with background(SimulatedNodes(c, servers.nats_url, config).run(),
+                              run_scheduler(c, identity="test-ds", leader_elect=False)):
             manifest = json.loads(json.dumps(MANIFEST))
             del manifest["spec"]["template"]["spec"]["nodeSelector"]
             await api.ok("apply", "-f", "-", input=json.dumps(manifest))
@@ -120,9 +118,3 @@ async def test_with_the_scheduler_and_simulated_nodes(api, servers):
             for p in pods:
                 assert daemonset.pinned_to({"spec": {k: v for k, v in p["spec"].items() if k != "nodeName"}}) == \
                     p["spec"]["nodeName"]
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t

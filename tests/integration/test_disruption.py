@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-from eventplane.client import Client
-from reconcilers.controllers.registry import ControllerContext, builder
-from reconcilers.informer import SharedInformerFactory
+from tests.support.controllers import running
 
 PODS = "/api/v1/namespaces/default/pods"
 PDBS = "/apis/policy/v1/namespaces/default/poddisruptionbudgets"
@@ -70,24 +67,6 @@ async def test_eviction_takes_a_disruption_from_the_budget_or_answers_429(api):
     await api.http("POST", PODS, body=_pod("c", {"app": "db"}))
     status, _, _ = await api.http("POST", f"{PODS}/c/eviction", body=_eviction("c"))
     assert status == 201
-
-
-@contextlib.asynccontextmanager
-async def running(api, *names: str):
-    async with Client.from_kubeconfig(str(api.kubeconfig)) as client:
-        factory = SharedInformerFactory(client)
-        ctx = ControllerContext(client=client, informers=factory)
-        controllers = [c for n in names for c in builder(n)(ctx)]
-        tasks = [asyncio.create_task(c.run()) for c in controllers]
-        try:
-            yield client
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            await factory.stop()
 
 
 async def _status_is(api, **want) -> dict:

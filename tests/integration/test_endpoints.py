@@ -3,48 +3,16 @@ agent would, against a real API server and kubectl."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
-from eventplane.client import Client
 from eventplane.objects import errors
-from reconcilers.controllers.registry import ControllerContext, builder
-from reconcilers.informer import SharedInformerFactory
+from tests.support.controllers import eventually, running
 
 PODS = "/api/v1/namespaces/default/pods"
 
 
-@contextlib.asynccontextmanager
-async def running(api, *names: str):
-    async with Client.from_kubeconfig(str(api.kubeconfig)) as client:
-        factory = SharedInformerFactory(client)
-        ctx = ControllerContext(client=client, informers=factory)
-        controllers = [c for n in names for c in builder(n)(ctx)]
-        tasks = [asyncio.create_task(c.run()) for c in controllers]
-        try:
-            yield client
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            await factory.stop()
-
-
 async def _eventually(check, timeout: float = 15):
-    deadline = asyncio.get_running_loop().time() + timeout
-    last = None
-    while True:
-        try:
-            result = await check()
-        except errors.NotFoundError as exc:
-            result, last = None, exc
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached in {timeout}s (last: {last})")
-        await asyncio.sleep(0.1)
+    return await eventually(check, timeout, tolerate=(errors.NotFoundError,))
 
 
 def _pod(name: str, port: int = 8080) -> dict:

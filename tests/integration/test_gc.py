@@ -6,33 +6,12 @@ owns a ReplicaSet (blockOwnerDeletion), which owns two Pods and a ConfigMap.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
 from eventplane.client import Client
 from eventplane.objects import errors
-from reconcilers.controllers.registry import ControllerContext, builder
-from reconcilers.informer import SharedInformerFactory
-
-
-@contextlib.asynccontextmanager
-async def running(api, *names: str):
-    """The named controllers (registry builders) running against `api`, with one shared factory."""
-    async with Client.from_kubeconfig(str(api.kubeconfig)) as client:
-        factory = SharedInformerFactory(client)
-        ctx = ControllerContext(client=client, informers=factory)
-        controllers = [c for n in names for c in builder(n)(ctx)]
-        tasks = [asyncio.create_task(c.run()) for c in controllers]
-        try:
-            yield client
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            await factory.stop()
+from tests.support.controllers import eventually, running
 
 
 def _ref(owner: dict, *, block: bool = True, controller: bool = True) -> dict:
@@ -68,17 +47,6 @@ async def _names(c: Client, name: str) -> dict[str, list[str]]:
     return out
 
 
-async def _eventually(check, timeout: float = 15):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached in {timeout}s")
-        await asyncio.sleep(0.1)
-
-
 NOTHING = {"deployments": [], "replicasets": [], "pods": [], "configmaps": []}
 
 
@@ -90,7 +58,7 @@ async def test_delete_with_propagation_leaves_nothing(api, cascade):
 
         async def gone():
             return await _names(c, "web") == NOTHING
-        await _eventually(gone)
+        await eventually(gone)
         if cascade == "foreground":
             # The owner went last: every dependent's deletion comes before the Deployment's.
             last = {}
@@ -119,7 +87,7 @@ async def test_orphan_leaves_the_dependents_without_their_owner(api):
 
         async def gone():
             return await _names(c, "db") == NOTHING
-        await _eventually(gone)
+        await eventually(gone)
 
 
 async def test_dangling_references_and_the_orphan_finalizer(api):
@@ -143,7 +111,7 @@ async def test_dangling_references_and_the_orphan_finalizer(api):
                 pass
             live = await c.get("configmaps", "both", namespace="default")
             return [r["uid"] for r in live["metadata"]["ownerReferences"]] == [other["metadata"]["uid"]]
-        await _eventually(settled)
+        await eventually(settled)
         assert (await c.get("configmaps", "both", namespace="default"))["metadata"]["uid"] == both["metadata"]["uid"]
         # An orphan finalizer set by hand: the collector orphans the dependents, then lets the owner go.
         await c.patch("configmaps", "other", {"metadata": {"finalizers": ["orphan"]}}, namespace="default")
@@ -156,7 +124,7 @@ async def test_dangling_references_and_the_orphan_finalizer(api):
             except errors.NotFoundError:
                 live = await c.get("configmaps", "both", namespace="default")
                 return not live["metadata"].get("ownerReferences")
-        await _eventually(orphaned)
+        await eventually(orphaned)
 
 
 @pytest.mark.parametrize("cascade", ["background", "foreground", "orphan"])
@@ -168,7 +136,7 @@ async def test_a_real_deployment_with_each_propagation_policy(api, cascade):
         async def made():
             names = await _names(c, "app")
             return names if len(names["replicasets"]) == 1 and len(names["pods"]) == 2 else None
-        before = await _eventually(made)
+        before = await eventually(made)
         await api.ok("delete", "deployment", "app", f"--cascade={cascade}", "--timeout=20s")
         if cascade == "orphan":
             await asyncio.sleep(1)
@@ -180,7 +148,7 @@ async def test_a_real_deployment_with_each_propagation_policy(api, cascade):
 
         async def gone():
             return await _names(c, "app") == NOTHING
-        await _eventually(gone)
+        await eventually(gone)
 
 
 async def test_the_api_finishes_an_orphan_delete_itself_owner_marked_first(api):

@@ -2,48 +2,22 @@
 finished by a fake kubelet (tests/integration/_fake_kubelet.py)."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 
 import pytest
 
 from eventplane.client import Client
 from reconcilers.controllers import job as job_controller
-from reconcilers.controllers.registry import ControllerContext
-from reconcilers.informer import SharedInformerFactory
 from tests.integration._fake_kubelet import FakeKubelet
+from tests.support.controllers import background, eventually, running
 
 
-@contextlib.asynccontextmanager
-async def controllers(api, *builders, options: dict | None = None):
-    """Run the builders' controllers (as the manager would) until the block ends; yields a client."""
-    client = Client.from_kubeconfig(str(api.kubeconfig))
-    factory = SharedInformerFactory(client)
-    ctx = ControllerContext(client=client, informers=factory, options=dict(options or {}))
-    built = [c for b in builders for c in b(ctx)]
-    tasks = [asyncio.create_task(c.run()) for c in built]
-    try:
-        yield client
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        await factory.stop()
-        await client.close()
+controllers = running   # the name the workload tests import from here
 
 
 async def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {predicate.__name__}")
-        await asyncio.sleep(interval)
+    """`eventually` with the 30 s these (and the importing workload) tests allow by default."""
+    return await eventually(predicate, timeout, interval=interval)
 
 
 async def pod_events(client: Client, namespace: str, after: str, until: int) -> list[tuple[str, dict]]:
@@ -299,9 +273,8 @@ async def test_job_with_the_scheduler_and_simulated_nodes(api, servers):
 
     async with controllers(api, job_controller.build, options={"job_backoff_seconds": 0}) as c:
         config = SimulatorConfig(count=2, lease_bucket=f"leases-{uuid.uuid4().hex[:8]}", holder="test-job")
-        tasks = [asyncio.create_task(SimulatedNodes(c, servers.nats_url, config).run()),
-                 asyncio.create_task(run_scheduler(c, identity="test-job", leader_elect=False))]
-        try:
+        async with background(SimulatedNodes(c, servers.nats_url, config).run(),
+                              run_scheduler(c, identity="test-job", leader_elect=False)):
             manifest = job_manifest("sim", completions=4, parallelism=2)
             manifest["spec"]["template"]["metadata"] = {"annotations": {RUN_SECONDS: "0.3"}}
             before = (await c.list("pods", namespace="default"))["metadata"]["resourceVersion"]
@@ -311,9 +284,3 @@ async def test_job_with_the_scheduler_and_simulated_nodes(api, servers):
             assert len(pods) == 4 and all(p["spec"].get("nodeName") for p in pods)
             events = await pod_events(c, "default", before, max(int(p["metadata"]["resourceVersion"]) for p in pods))
             assert max_running(events) == 2
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t

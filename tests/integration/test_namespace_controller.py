@@ -2,45 +2,12 @@
 namespace on `kubectl delete namespace`, and the default ServiceAccount controller."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
 
 from eventplane.client import Client
 from eventplane.objects import errors
-from reconcilers.controllers.registry import ControllerContext, builder
-from reconcilers.informer import SharedInformerFactory
+from tests.support.controllers import eventually, running
 
 NS = "/api/v1/namespaces"
-
-
-@contextlib.asynccontextmanager
-async def running(api, *names: str):
-    """The named controllers (registry builders) running against `api`, with one shared factory."""
-    async with Client.from_kubeconfig(str(api.kubeconfig)) as client:
-        factory = SharedInformerFactory(client)
-        ctx = ControllerContext(client=client, informers=factory)
-        controllers = [c for n in names for c in builder(n)(ctx)]
-        tasks = [asyncio.create_task(c.run()) for c in controllers]
-        try:
-            yield client
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            await factory.stop()
-
-
-async def _eventually(check, timeout: float = 15):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached in {timeout}s")
-        await asyncio.sleep(0.1)
 
 
 async def _exists(c: Client, resource: str, name: str, namespace: str | None = None) -> dict | None:
@@ -114,9 +81,9 @@ async def test_kubectl_delete_namespace_empties_it_then_removes_it(api):
 
         async def has_default():
             return await _exists(c, "serviceaccounts", "default", "team")
-        await _eventually(has_default)
+        await eventually(has_default)
         await c.create(CRD)
-        await _eventually(lambda: _has_resource(c, "widgets"))
+        await eventually(lambda: _has_resource(c, "widgets"))
         await c.create({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}},
                        namespace="team")
         for name in ("a", "b"):
@@ -134,7 +101,7 @@ async def test_kubectl_delete_namespace_empties_it_then_removes_it(api):
             remaining = conds.get("NamespaceContentRemaining") or {}
             return ns if remaining.get("message") == \
                 "Some resources are remaining: configmaps. has 1 resource instances" else None
-        ns = await _eventually(reported)
+        ns = await eventually(reported)
         assert ns["status"]["phase"] == "Terminating"
         conds = {x["type"]: x for x in ns["status"]["conditions"]}
         assert conds["NamespaceFinalizersRemaining"]["status"] == "True"
@@ -149,7 +116,7 @@ async def test_kubectl_delete_namespace_empties_it_then_removes_it(api):
 
         async def gone():
             return await _exists(c, "namespaces", "team") is None
-        await _eventually(gone)
+        await eventually(gone)
         r = await api.kubectl("get", "namespace", "team")
         assert r.code != 0 and 'namespaces "team" not found' in r.err
 
@@ -164,7 +131,7 @@ async def test_default_service_account_is_recreated(api):
 
         async def made():
             return await _exists(c, "serviceaccounts", "default", "keep")
-        first = await _eventually(made)
+        first = await eventually(made)
         # default/default too: every active namespace has one.
         assert await _exists(c, "serviceaccounts", "default", "default")
         await api.ok("delete", "serviceaccount", "default", "-n", "keep")
@@ -172,7 +139,7 @@ async def test_default_service_account_is_recreated(api):
         async def remade():
             sa = await _exists(c, "serviceaccounts", "default", "keep")
             return sa if sa and sa["metadata"]["uid"] != first["metadata"]["uid"] else None
-        second = await _eventually(remade)
+        second = await eventually(remade)
         # Caused by the deletion it answers (DESIGN invariant 10).
         steps = (await c.why("serviceaccounts", "default", namespace="keep"))["steps"]
         assert [s["verb"] for s in steps[-2:]] == ["delete", "create"], steps

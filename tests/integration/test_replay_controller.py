@@ -9,7 +9,6 @@ errors: unknown or unreplayable names, --via nats, the server's 501."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 
 from eventplane.client import Client
@@ -18,10 +17,9 @@ from eventplane.cli.epctl_replay import controller_replay
 from eventplane.objects import errors
 from reconcilers.controllers import deployment, replicaset
 from reconcilers.controllers.podcontrol import is_pod_active, is_pod_ready, pod_from_template
-from reconcilers.controllers.registry import ControllerContext
-from reconcilers.informer import SharedInformerFactory
 from tests.e2e.test_epctl import epctl, ok
 from tests.integration._fake_kubelet import FakeKubelet
+from tests.support.controllers import running
 
 NS = "default"
 
@@ -38,25 +36,10 @@ spec:
 """
 
 
-@contextlib.asynccontextmanager
-async def replicaset_controller(api, *more):
-    """The ReplicaSet controller (and the builders in `more`) running until the block ends; yields a client."""
-    client = Client.from_kubeconfig(str(api.kubeconfig))
-    factory = SharedInformerFactory(client)
-    ctx = ControllerContext(client=client, informers=factory)
-    built = [c for b in (replicaset.build, *more) for c in b(ctx)]
-    factory.start()   # the pod informer too, as the manager does
-    tasks = [asyncio.create_task(c.run()) for c in built]
-    try:
-        yield client
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        await factory.stop()
-        await client.close()
+def replicaset_controller(api, *more):
+    """The ReplicaSet controller (and the builders in `more`) running until the block ends, the pod
+    informer started too, as the manager does; yields a client."""
+    return running(api, replicaset.build, *more, start_informers=True)
 
 
 async def settled(client: Client, replicas: int, timeout: float = 30.0) -> list[dict]:

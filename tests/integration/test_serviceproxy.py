@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import subprocess
 from typing import Any
 
@@ -20,6 +21,7 @@ from nodeagent.runtime.docker import DockerRuntime
 from nodeagent.serviceproxy import LABEL, ready_endpoints
 from reconcilers.controllers.registry import ControllerContext, builder
 from reconcilers.informer import SharedInformerFactory
+from tests.support.controllers import eventually as poll
 from tests.support.docker import TEST_IMAGE, data_dir, engine_or_skip, ensure_test_image, fresh_node
 
 pytestmark = pytest.mark.slow
@@ -97,15 +99,7 @@ async def get(ip: str, path: str = "/") -> str:
     return body.strip()
 
 
-async def eventually(check, timeout: float = 20.0, what: Any = "") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached in {timeout}s: {what() if callable(what) else what}")
-        await asyncio.sleep(0.1)
+eventually = functools.partial(poll, timeout=20.0)
 
 
 def test_ready_endpoints_of_a_port_across_slices():

@@ -6,6 +6,7 @@ import json
 from reconcilers.controllers import statefulset
 from tests.integration._fake_kubelet import FakeKubelet
 from tests.integration.test_job_controllers import controllers, pod_events, wait_for
+from tests.support.controllers import background
 
 MANIFEST = {
     "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "web", "namespace": "default"},
@@ -113,8 +114,6 @@ async def test_ordered_creation_stable_claims_scale_and_rolling_update(api):
 async def test_with_local_path_volumes_the_scheduler_and_simulated_nodes(api, servers):
     """StatefulSet + PV binder + the real scheduler + simulated nodes: each claim is provisioned by
     local-path on the node its pod was scheduled to (WaitForFirstConsumer)."""
-    import asyncio
-    import contextlib
     import uuid
 
     from nodeagent.simulated import SimulatedNodes, SimulatorConfig
@@ -123,9 +122,8 @@ async def test_with_local_path_volumes_the_scheduler_and_simulated_nodes(api, se
 
     async with controllers(api, statefulset.build, pvbinder.build, options={"data_dir": "/srv/ep"}) as c:
         config = SimulatorConfig(count=2, lease_bucket=f"leases-{uuid.uuid4().hex[:8]}", holder="test-sts")
-        tasks = [asyncio.create_task(SimulatedNodes(c, servers.nats_url, config).run()),
-                 asyncio.create_task(run_scheduler(c, identity="test-sts", leader_elect=False))]
-        try:
+        async with background(SimulatedNodes(c, servers.nats_url, config).run(),
+                              run_scheduler(c, identity="test-sts", leader_elect=False)):
             await c.create({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
                             "metadata": {"name": "local-path"}, "provisioner": pvbinder.PROVISIONER,
                             "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Delete"})
@@ -146,12 +144,6 @@ async def test_with_local_path_volumes_the_scheduler_and_simulated_nodes(api, se
                 term = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]
                 assert term["values"] == [pod["spec"]["nodeName"]]
                 assert pv["spec"]["hostPath"]["path"] == f"/srv/ep/volumes/{pv['metadata']['name']}"
-        finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
 
 
 async def test_a_set_deleted_with_orphan_cascade_and_made_again_adopts_its_pods(api):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from datetime import datetime, timezone
 
@@ -17,6 +18,7 @@ import pytest
 from eventplane.client import Client
 from reconcilers.controllers.podcontrol import is_pod_ready
 from reconcilers.manager import ControllerManager
+from tests.support.controllers import eventually as poll
 
 NS = "default"
 
@@ -167,19 +169,8 @@ async def pods_of(client: Client, label: str) -> list[dict]:
     return (await client.list("pods", namespace=NS, label_selector=label))["items"]
 
 
-async def eventually(check, timeout: float = 30, interval: float = 0.2):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            result = await check()
-            if result:
-                return result
-        except AssertionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {check.__name__}")
-        await asyncio.sleep(interval)
+# A check may assert: it is retried until the deadline, and the last failure is chained to the timeout's.
+eventually = functools.partial(poll, timeout=30, interval=0.2, tolerate=(AssertionError,))
 
 
 async def test_deployment_scales_rolls_out_within_max_unavailable_and_undoes(api):

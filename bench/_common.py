@@ -1,16 +1,19 @@
 """Helpers shared by the benchmarks in bench/: embedded servers in a temp dir,
 fresh databases, the payload every benchmark writes, percentiles, CPU
 accounting per process, machine facts, the event loop, child processes of
-ours stopped by PID, pacing, and SIGTERM handling.
+ours stopped by PID, pacing, SIGTERM handling, and the flags and main() every
+benchmark shares.
 
 Benchmarks are not tests: nothing here asserts; everything here measures or
 describes the machine the figures came from.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import itertools
+import json
 import math
 import os
 import platform
@@ -19,6 +22,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -451,3 +455,75 @@ async def cancelled_by_sigterm(main: Awaitable[Any]) -> Any:
     finally:
         loop.remove_signal_handler(signal.SIGTERM)  # leaves SIG_DFL behind: put the caller's handler back
         signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------- flags and main()
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's argument parser: its module docstring's first paragraph, defaults shown."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def add_common_args(p: argparse.ArgumentParser, *, server_log_level: str | None = "warning",
+                    server_log_help: str = "--log-level of the child processes (their logs go to files in the "
+                                           "temp dir)") -> None:
+    """--server-log-level (unless `server_log_level` is None: no child processes), --json, --no-uvloop,
+    --dir and --keep: the flags run_main() reads."""
+    if server_log_level is not None:
+        p.add_argument("--server-log-level", default=server_log_level, choices=("debug", "info", "warning", "error"),
+                       help=server_log_help)
+    p.add_argument("--json", action="store_true", help="print JSON on stdout instead of the table")
+    p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default loop even if uvloop is there")
+    p.add_argument("--dir", default=None, help="parent directory of the temp data dir (default: the system's)")
+    p.add_argument("--keep", action="store_true", help="keep the temp data dir (server logs) after the run")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _exit_on_sigterm(*_: object) -> None:
+    sys.exit(128 + signal.SIGTERM)  # unwinds through the finally blocks that stop the processes and servers
+
+
+def run_main(args: argparse.Namespace, run_all: Callable[..., Coroutine[Any, Any, dict[str, Any]]],
+             render: Callable[[dict[str, Any]], str], *, children: bool = True, as_json: bool | None = None,
+             profile: int = 0) -> int:
+    """A benchmark's main(): SIGTERM exits (while the servers start and stop) or cancels the run (inside
+    the loop); the loop --no-uvloop chooses; embedded servers in a temp dir under --dir (kept with --keep)
+    and, with `children`, a list of child processes stopped by PID before the servers; then
+    `run_all(servers, children, args, loop name)` (without `children`: `run_all(servers, args, loop name)`)
+    → the result, which gets total_seconds and is printed as JSON (--json, or `as_json`) or as render()'s
+    table. `profile` > 0 runs this process under cProfile and prints its N most expensive functions to
+    stderr. Returns the exit status."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    runner, loop_name = choose_loop(not args.no_uvloop)
+    started = time.perf_counter()
+    # The servers outlive the loop, so that whatever the loop leaves running is cancelled (at the loop's
+    # shutdown) while its servers are still there; children are stopped before the servers they use.
+    with embedded_servers(parent=args.dir, keep=args.keep) as servers, \
+            (child_processes() if children else contextlib.nullcontext()) as kids:
+        _log(f"servers up in {servers.data_dir} ({time.perf_counter() - started:.1f} s)")
+        profiler = None
+        if profile:
+            import cProfile
+            profiler = cProfile.Profile()
+            profiler.enable()
+        try:
+            run = run_all(servers, kids, args, loop_name) if children else run_all(servers, args, loop_name)
+            out = runner(cancelled_by_sigterm(run))
+        except asyncio.CancelledError:
+            _log("stopped by SIGTERM")
+            return 128 + signal.SIGTERM
+    if profiler is not None:
+        import pstats
+        profiler.disable()
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(profile)
+    out["total_seconds"] = time.perf_counter() - started
+    if args.json if as_json is None else as_json:
+        print(json.dumps(no_nan(out), indent=2, default=str))
+    else:
+        print(render(out))
+        print(f"\n(total {out['total_seconds']:.0f} s)")
+    return 0

@@ -32,7 +32,6 @@ import json
 import math
 import random
 import shutil
-import signal
 import ssl
 import sys
 import time
@@ -880,8 +879,7 @@ def render(out: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = c.parser(__doc__)
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds of the create and baseline runs")
     p.add_argument("--short-seconds", type=float, default=3.0, help="measured seconds of get, update and list")
     p.add_argument("--latency-seconds", type=float, default=5.0, help="measured seconds of each paced scenario")
@@ -895,41 +893,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--py-spy", metavar="FILE", default=None,
                    help="record the apiserver with py-spy (raw collapsed stacks to FILE) during the creates and "
                         "print its top frames; perturbs the create figures a little")
-    p.add_argument("--server-log-level", default="info", choices=("debug", "info", "warning", "error"),
-                   help="--log-level of the apiserver and relay (their logs go to files in the temp dir)")
-    p.add_argument("--json", action="store_true", help="print JSON on stdout instead of the table")
-    p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default loop even if uvloop is there")
-    p.add_argument("--dir", default=None, help="parent directory of the temp data dir (default: the system's)")
-    p.add_argument("--keep", action="store_true", help="keep the temp data dir (server logs) after the run")
+    c.add_common_args(p, server_log_level="info",
+                      server_log_help="--log-level of the apiserver and relay (their logs go to files in the temp dir)")
     return p.parse_args(argv)
-
-
-def _exit_on_sigterm(*_: object) -> None:
-    sys.exit(128 + signal.SIGTERM)  # unwinds through the finally blocks that stop the processes
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.py_spy:
         args.py_spy = str(Path(args.py_spy).resolve())
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # while the servers start and stop
-    runner, loop_name = c.choose_loop(not args.no_uvloop)
-    started = PERF()
-    # Children are stopped (by PID) before the servers they use; both on any exit.
-    with c.embedded_servers(parent=args.dir, keep=args.keep) as servers, c.child_processes() as children:
-        log(f"servers up in {servers.data_dir} ({PERF() - started:.1f} s)")
-        try:
-            out = runner(c.cancelled_by_sigterm(run_all(servers, children, args, loop_name)))
-        except asyncio.CancelledError:
-            log("stopped by SIGTERM")
-            return 128 + signal.SIGTERM
-    out["total_seconds"] = PERF() - started
-    if args.json:
-        print(json.dumps(c.no_nan(out), indent=2, default=str))
-    else:
-        print(render(out))
-        print(f"\n(total {out['total_seconds']:.0f} s)")
-    return 0
+    return c.run_main(args, run_all, render)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import signal
 import sys
 import time
 from typing import Any
@@ -334,44 +332,18 @@ def render(out: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = c.parser(__doc__)
     p.add_argument("--replicas", type=int, default=1000, help="replicas of the Deployment (and baseline pods)")
     p.add_argument("--nodes", type=int, default=100, help="simulated nodes")
     p.add_argument("--clients", type=int, default=64, help="concurrent clients of the baseline")
-    p.add_argument("--server-log-level", default="warning", choices=("debug", "info", "warning", "error"),
-                   help="--log-level of the child processes (their logs go to files in the temp dir)")
     p.add_argument("--only-alone", action="store_true", help="stop after the baseline and the controllers alone")
-    p.add_argument("--json", action="store_true", help="print JSON on stdout instead of the table")
-    p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default loop even if uvloop is there")
-    p.add_argument("--dir", default=None, help="parent directory of the temp data dir (default: the system's)")
-    p.add_argument("--keep", action="store_true", help="keep the temp data dir (server logs) after the run")
+    c.add_common_args(p)
     return p.parse_args(argv)
-
-
-def _exit_on_sigterm(*_: object) -> None:
-    sys.exit(128 + signal.SIGTERM)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    runner, loop_name = c.choose_loop(not args.no_uvloop)
-    started = PERF()
-    with c.embedded_servers(parent=args.dir, keep=args.keep) as servers, c.child_processes() as children:
-        log(f"servers up in {servers.data_dir} ({PERF() - started:.1f} s)")
-        try:
-            out = runner(c.cancelled_by_sigterm(run_all(servers, children, args, loop_name)))
-        except asyncio.CancelledError:
-            log("stopped by SIGTERM")
-            return 128 + signal.SIGTERM
-    out["total_seconds"] = PERF() - started
-    if args.json or args.only_alone:
-        print(json.dumps(c.no_nan(out), indent=2, default=str))
-    else:
-        print(render(out))
-        print(f"\n(total {out['total_seconds']:.0f} s)")
-    return 0
+    return c.run_main(args, run_all, render, as_json=args.json or args.only_alone)
 
 
 if __name__ == "__main__":

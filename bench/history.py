@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import math
 import random
-import signal
 import sys
 import time
 import uuid
@@ -556,8 +554,7 @@ def render(out: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = c.parser(__doc__)
     p.add_argument("--events", type=int, default=1_000_000, help="events to load through EventStore.append")
     p.add_argument("--writers", type=int, default=64, help="concurrent writers while loading")
     p.add_argument("--unit", type=int, default=20, help="appends per EventStore.append call (one atomic unit)")
@@ -567,36 +564,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--list-samples", type=int, default=50, help="measured calls of the list and audit reads")
     p.add_argument("--repeat", type=int, default=3, help="raw reads and rebuilds, interleaved (median shown)")
     p.add_argument("--seed", type=int, default=1, help="seed of the generator and of the picks")
-    p.add_argument("--json", action="store_true", help="print JSON on stdout instead of the table")
-    p.add_argument("--no-uvloop", action="store_true", help="use asyncio's default loop even if uvloop is there")
-    p.add_argument("--dir", default=None, help="parent directory of the temp data dir (default: the system's)")
-    p.add_argument("--keep", action="store_true", help="keep the temp data dir (server logs) after the run")
+    c.add_common_args(p, server_log_level=None)
     return p.parse_args(argv)
-
-
-def _exit_on_sigterm(*_: object) -> None:
-    sys.exit(128 + signal.SIGTERM)  # unwinds through the finally that stops the servers
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # while the servers start and stop
-    runner, loop_name = c.choose_loop(not args.no_uvloop)
-    started = PERF()
-    with c.embedded_servers(parent=args.dir, keep=args.keep) as servers:
-        log(f"servers up in {servers.data_dir} ({PERF() - started:.1f} s)")
-        try:
-            out = runner(c.cancelled_by_sigterm(run_all(servers, args, loop_name)))
-        except asyncio.CancelledError:
-            log("stopped by SIGTERM")
-            return 128 + signal.SIGTERM
-    out["total_seconds"] = PERF() - started
-    if args.json:
-        print(json.dumps(c.no_nan(out), indent=2, default=str))
-    else:
-        print(render(out))
-        print(f"\n(total {out['total_seconds']:.0f} s)")
-    return 0
+    return c.run_main(args, run_all, render, children=False)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 import time
 import uuid
@@ -365,8 +364,7 @@ def args_clients(out: dict[str, Any]) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = c.parser(__doc__)
     p.add_argument("--nodes", default="1000", help="node counts, comma-separated (e.g. 1000,5000)")
     p.add_argument("--pods", type=int, default=10_000, help="pending pods in the main run")
     p.add_argument("--off-pods", type=int, default=1_000, help="pods in each optimization-off run and its control")
@@ -382,50 +380,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pods-per-node", type=int, default=110)
     p.add_argument("--no-events", action="store_true", help="the scheduler posts no Events (half the writes)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the bindings of one run")
-    p.add_argument("--server-log-level", default="warning", choices=("debug", "info", "warning", "error"))
-    p.add_argument("--json", action="store_true", help="print JSON on stdout instead of the table")
     p.add_argument("--profile", metavar="N", type=int, default=0,
                    help="run this process under cProfile and print its N most expensive functions to stderr")
-    p.add_argument("--no-uvloop", action="store_true")
-    p.add_argument("--dir", default=None, help="parent directory of the temp data dir")
-    p.add_argument("--keep", action="store_true", help="keep the temp data dir (server logs) after the run")
+    c.add_common_args(p)
     args = p.parse_args(argv)
     args.nodes = [int(n) for n in str(args.nodes).split(",") if n]
     return args
 
 
-def _exit_on_sigterm(*_: object) -> None:
-    sys.exit(128 + signal.SIGTERM)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    runner, loop_name = c.choose_loop(not args.no_uvloop)
-    started = PERF()
-    with c.embedded_servers(parent=args.dir, keep=args.keep) as servers, c.child_processes() as children:
-        log(f"servers up in {servers.data_dir} ({PERF() - started:.1f} s)")
-        profiler = None
-        if args.profile:
-            import cProfile
-            profiler = cProfile.Profile()
-            profiler.enable()
-        try:
-            out = runner(c.cancelled_by_sigterm(run_all(servers, children, args, loop_name)))
-        except asyncio.CancelledError:
-            log("stopped by SIGTERM")
-            return 128 + signal.SIGTERM
-    if profiler is not None:
-        import pstats
-        profiler.disable()
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(args.profile)
-    out["total_seconds"] = PERF() - started
-    if args.json:
-        print(json.dumps(c.no_nan(out), indent=2, default=str))
-    else:
-        print(render(out))
-        print(f"\n(total {out['total_seconds']:.0f} s)")
-    return 0
+    return c.run_main(args, run_all, render, profile=args.profile)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -97,6 +99,16 @@ class Launched:
 # components that write on their own (the node agent registers its node, controllers make
 # ServiceAccounts); tests/e2e/test_up_workloads.py runs the whole system.
 QUIET = ("--no-scheduler", "--no-controllers", "--no-nodeagent")
+
+
+@pytest.fixture
+def data_root():
+    """Where a test's `up` keeps its data: outside pytest's tmp tree, because any other pytest session
+    starting on this machine resets /tmp/pytest-of-USER to 0700, and the embedded PostgreSQL, which
+    runs as its own user, must be able to reach its data directory."""
+    path = Path(tempfile.mkdtemp(prefix="ep-e2e-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -197,8 +209,8 @@ async def stream_last_seq(nats_url: str, stream: str, *, at_least: int, timeout:
 
 
 @pytest.mark.slow
-async def test_up_stops_cleanly_and_resumes_with_its_data(tmp_path, launch):
-    data = tmp_path / "data"
+async def test_up_stops_cleanly_and_resumes_with_its_data(tmp_path, launch, data_root):
+    data = data_root / "data"
     up = launch("up", "--data-dir", str(data), *QUIET)
     report = await wait_until_up(data, up)
     assert report["data_dir"] == str(data)
@@ -229,8 +241,8 @@ async def test_up_stops_cleanly_and_resumes_with_its_data(tmp_path, launch):
 
 
 @pytest.mark.slow
-async def test_up_after_a_killed_up_resumes_and_no_server_outlives_it(tmp_path, launch):
-    data = tmp_path / "data"
+async def test_up_after_a_killed_up_resumes_and_no_server_outlives_it(tmp_path, launch, data_root):
+    data = data_root / "data"
     up = launch("up", "--data-dir", str(data), *QUIET)
     await wait_until_up(data, up)
     base = await head_of(endpoints(data)["database_url"])
@@ -258,13 +270,13 @@ async def test_up_after_a_killed_up_resumes_and_no_server_outlives_it(tmp_path, 
 
 
 @pytest.mark.slow
-async def test_up_uses_existing_servers_by_url(tmp_path, launch):
-    existing = tmp_path / "existing"
+async def test_up_uses_existing_servers_by_url(tmp_path, launch, data_root):
+    existing = data_root / "existing"
     pg, ns = EmbeddedPostgres(existing), EmbeddedNats(existing)
     pg.start()
     try:
         ns.start()
-        data = tmp_path / "data"
+        data = data_root / "data"
         up = launch("up", "--data-dir", str(data), *QUIET, "--database-url", pg.url, "--nats-url", ns.url)
         await wait_until_up(data, up)
         assert not (data / "postgres").exists() and not (data / "nats").exists()
@@ -375,9 +387,9 @@ async def test_projections_rebuild_counts_live_objects(store, database_url):
 
 
 @pytest.mark.slow
-async def test_up_serves_the_kubernetes_api_and_plain_kubectl_works(tmp_path, launch):
+async def test_up_serves_the_kubernetes_api_and_plain_kubectl_works(tmp_path, launch, data_root):
     """After `up`, a plain `kubectl get ns` works: the eventplane context was merged into ~/.kube/config."""
-    data = tmp_path / "data"
+    data = data_root / "data"
     home = tmp_path / "home"
     up = launch("up", "--data-dir", str(data))
     await wait_until_up(data, up)

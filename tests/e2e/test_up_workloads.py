@@ -18,7 +18,7 @@ import pytest
 
 from nodeagent.runtime import NODE
 from nodeagent.runtime.dockerapi import DockerApi
-from tests.e2e.test_cli import clean_env, launch, wait_until_up  # noqa: F401  (launch is a fixture)
+from tests.e2e.test_cli import clean_env, data_root, launch, wait_until_up  # noqa: F401  (fixtures)
 from tests.support.docker import ensure_test_image, remove_node_containers
 
 pytestmark = pytest.mark.slow
@@ -100,10 +100,10 @@ async def docker_or_none() -> tuple[DockerApi | None, str]:
     return None, "busybox"    # the process runtime ignores the image and runs the command on the host
 
 
-async def test_up_apply_a_deployment_runs_it_and_tells_who_and_why(tmp_path, launch):  # noqa: F811
+async def test_up_apply_a_deployment_runs_it_and_tells_who_and_why(tmp_path, launch, data_root):  # noqa: F811
     docker, image = await docker_or_none()
     node = f"test-{uuid.uuid4().hex[:8]}"
-    data = tmp_path / "data"
+    data = data_root / "data"
     up = launch("up", "--data-dir", str(data), "--no-kubeconfig-merge", "--node-name", node,
                 "--runtime", "docker" if docker else "process", *(["--proxy-services"] if docker else []))
     command = HTTPD if docker else SLEEP

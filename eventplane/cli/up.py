@@ -202,8 +202,9 @@ async def start_components(tasks: asyncio.TaskGroup, client_as, clients: context
 def write_component_kubeconfig(api: ApiServer, data_dir: Path, component: str, user: str,
                                groups: tuple[str, ...]) -> Path:
     """DIR/components/NAME.kubeconfig: a client certificate for `user` signed by the cluster CA, made
-    anew on every start (it lives as long as this `up`; the same file runs the component as a process
-    of its own: `eventplane scheduler --kubeconfig DIR/components/scheduler.kubeconfig`)."""
+    anew on every start (valid for a year, like every client certificate of issue_client_cert; the
+    same file runs the component as a process of its own:
+    `eventplane scheduler --kubeconfig DIR/components/scheduler.kubeconfig`)."""
     path = data_dir / "components" / f"{component}.kubeconfig"
     path.parent.mkdir(mode=0o700, exist_ok=True)
     cert, key = issue_client_cert(api.pki, user, groups)

@@ -19,40 +19,13 @@ import json
 import logging
 from typing import Any
 
-from eventplane.client.nodeleases import key_for
-
-from .runtime import APP, INIT, Runtime
+from .nodeserver import CHUNK, STREAM_HEADER, NodeServer
+from .runtime import APP, INIT
 
 log = logging.getLogger("eventplane.nodeagent.exec")
 
-SUBJECT = "ep.node.{node}.exec"
-CHUNK = 256 * 1024
-
-
-def subject_for(node: str) -> str:
-    return SUBJECT.format(node=key_for(node))
-
-
-class ExecServer:
-    def __init__(self, nc: Any, node: str, runtime: Runtime) -> None:
-        self.nc = nc
-        self.node = node
-        self.runtime = runtime
-        self._sub: Any = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._sub = await self.nc.subscribe(subject_for(self.node), cb=self._on_request)
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception:
-                pass
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+class ExecServer(NodeServer):
+    VERB = "exec"
 
     async def _on_request(self, msg: Any) -> None:
         try:
@@ -66,9 +39,7 @@ class ExecServer:
         input_subject = self.nc.new_inbox()
         sub = await self.nc.subscribe(input_subject)
         await msg.respond(json.dumps({"ok": True, "input": input_subject}).encode())
-        task = asyncio.create_task(self._relay(req, session, sub))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._relay(req, session, sub))
 
     async def _open(self, req: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
         container = req.get("container", "")
@@ -115,7 +86,7 @@ class ExecServer:
                     return
 
         out_task, in_task = asyncio.create_task(output()), asyncio.create_task(input_())
-        headers = {"Eventplane-Stream": "end"}
+        headers = {STREAM_HEADER: "end"}
         try:
             done, _ = await asyncio.wait({out_task, in_task}, return_when=asyncio.FIRST_COMPLETED)
             if out_task in done:

@@ -21,41 +21,13 @@ import logging
 import time
 from typing import Any
 
-from eventplane.client.nodeleases import key_for
-
-from .runtime import APP, INIT, ContainerRecord, Runtime
+from .nodeserver import CHUNK, STREAM_HEADER, NodeServer
+from .runtime import APP, INIT, ContainerRecord
 
 log = logging.getLogger("eventplane.nodeagent.logs")
 
-SUBJECT = "ep.node.{node}.logs"
-CHUNK = 256 * 1024
-STREAM_HEADER = "Eventplane-Stream"
-
-
-def subject_for(node: str) -> str:
-    return SUBJECT.format(node=key_for(node))
-
-
-class LogServer:
-    def __init__(self, nc: Any, node: str, runtime: Runtime) -> None:
-        self.nc = nc
-        self.node = node
-        self.runtime = runtime
-        self._sub: Any = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        self._sub = await self.nc.subscribe(subject_for(self.node), cb=self._on_request)
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            try:
-                await self._sub.unsubscribe()
-            except Exception:  # the connection is gone already
-                pass
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+class LogServer(NodeServer):
+    VERB = "logs"
 
     async def _on_request(self, msg: Any) -> None:
         try:
@@ -67,9 +39,7 @@ class LogServer:
             await msg.respond(json.dumps({"status": error}).encode())
             return
         await msg.respond(b'{"ok": true}')
-        task = asyncio.create_task(self._stream(req, instance))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._stream(req, instance))
 
     async def _find(self, req: dict[str, Any]) -> tuple[ContainerRecord | None, dict[str, Any] | None]:
         name, container = req.get("name", ""), req.get("container", "")

@@ -17,15 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .informer import Informer, Obj, key_of
 from .workqueue import QueueShutDown, WorkQueue
 
 log = logging.getLogger("eventplane.reconcilers.runner")
 
-__all__ = ["Controller", "Request", "Requeue"]
+__all__ = ["Controller", "Request", "Requeue", "run_workers"]
 
 
 @dataclass(frozen=True)
@@ -79,30 +80,42 @@ class Controller:
         """Start the informer, wait for its cache, run the workers until cancelled, then drain."""
         self.informer.start()
         await self.informer.wait_synced()
-        workers = [asyncio.create_task(self._worker(), name=f"{self.name}:worker{i}") for i in range(self.workers)]
-        try:
-            await asyncio.gather(*workers)
-        finally:
-            await asyncio.shield(self.queue.shutdown(drain=False))
-            for w in workers:
-                w.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*workers, return_exceptions=True)
+        await run_workers(self.name, self.queue,
+                          lambda key: self.reconcile(Request(key, self.informer.position_of(key))),
+                          workers=self.workers)
 
-    async def _worker(self) -> None:
+
+async def run_workers(name: str, queue: WorkQueue[str], handle: Callable[[str], Awaitable[None]], *,
+                      workers: int = 1, quiet: tuple[type[BaseException], ...] = (Requeue,),
+                      also: Iterable[Coroutine[Any, Any, None]] = ()) -> None:
+    """`workers` tasks that take keys from `queue` and hand each to `handle`, until cancelled; then the
+    queue shuts down and they end. A key handled is forgotten; one whose handling raised is retried
+    with backoff (logged, unless the exception is one of `quiet`). `also`: tasks that live as long."""
+    async def worker() -> None:
         while True:
             try:
-                key = await self.queue.get()
+                key = await queue.get()
             except QueueShutDown:
                 return
             try:
-                await self.reconcile(Request(key, self.informer.position_of(key)))
-            except Requeue:
-                self.queue.add_rate_limited(key)
+                await handle(key)
+            except quiet:
+                queue.add_rate_limited(key)
             except Exception:
-                log.exception("%s: reconciling %s failed; retrying with backoff", self.name, key)
-                self.queue.add_rate_limited(key)
+                log.exception("%s: %s failed; retrying with backoff", name, key)
+                queue.add_rate_limited(key)
             else:
-                self.queue.forget(key)
+                queue.forget(key)
             finally:
-                self.queue.done(key)
+                queue.done(key)
+
+    tasks = [asyncio.create_task(worker(), name=f"{name}:worker{i}") for i in range(workers)]
+    tasks += [asyncio.create_task(c) for c in also]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        await asyncio.shield(queue.shutdown(drain=False))
+        for t in tasks:
+            t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -35,7 +35,6 @@ resources, not kinds: `group/resource/namespace/name`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -45,8 +44,8 @@ from eventplane.client import Client
 from eventplane.objects import errors
 from eventplane.objects.schema import ResourceInfo
 from reconcilers.informer import BY_OWNER, Informer, key_of
-from reconcilers.runner import Controller
-from reconcilers.workqueue import QueueShutDown, WorkQueue
+from reconcilers.runner import Controller, run_workers
+from reconcilers.workqueue import WorkQueue
 
 from .registry import ControllerContext
 
@@ -406,16 +405,8 @@ class GarbageCollector(Controller):
         for inf in await self.discover():
             inf.start()
         await asyncio.gather(*(inf.wait_synced() for inf in self.informers.values()))
-        tasks = [asyncio.create_task(self._worker(), name=f"{self.name}:worker{i}") for i in range(self.workers)]
-        tasks.append(asyncio.create_task(self._follow_crds(), name=f"{self.name}:crds"))
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            await asyncio.shield(self.queue.shutdown(drain=False))
-            for t in tasks:
-                t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*tasks, return_exceptions=True)
+        await run_workers(self.name, self.queue, self._reconcile, workers=self.workers,
+                          quiet=(errors.ConflictError,), also=[self._follow_crds()])
 
     async def _follow_crds(self) -> None:
         while True:
@@ -429,24 +420,6 @@ class GarbageCollector(Controller):
                 log.warning("discovery after a CRD change failed: %s; retrying", exc)
                 self._rediscover.set()
                 await asyncio.sleep(1)
-
-    async def _worker(self) -> None:
-        while True:
-            try:
-                key = await self.queue.get()
-            except QueueShutDown:
-                return
-            try:
-                await self._reconcile(key)
-            except errors.ConflictError:
-                self.queue.add_rate_limited(key)
-            except Exception:
-                log.exception("garbage collector: %s failed; retrying with backoff", key)
-                self.queue.add_rate_limited(key)
-            else:
-                self.queue.forget(key)
-            finally:
-                self.queue.done(key)
 
 
 def _held(obj: Obj) -> bool:

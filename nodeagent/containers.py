@@ -115,6 +115,21 @@ def expand(text: str, env: dict[str, str]) -> str:
     return _VAR.sub(sub, text)
 
 
+
+def key_ref(kind: str, ns: str, ref: dict[str, Any], data: dict[str, Any] | None) -> Any:
+    """The value a configMapKeyRef or secretKeyRef names; None when it is missing and optional; else a
+    ConfigError in the kubelet's words."""
+    if data is None:
+        if ref.get("optional"):
+            return None
+        raise ConfigError(f'{kind.lower()} "{ref.get("name")}" not found')
+    if ref.get("key") not in data:
+        if ref.get("optional"):
+            return None
+        raise ConfigError(f"couldn't find key {ref.get('key')} in {kind} {ns}/{ref.get('name')}")
+    return data[ref["key"]]
+
+
 async def resolve_env(pod: dict[str, Any], container: dict[str, Any], refs: Refs,
                       node_allocatable: dict[str, str]) -> list[tuple[str, str]]:
     ns = (pod.get("metadata") or {}).get("namespace", "")
@@ -145,28 +160,14 @@ async def resolve_env(pod: dict[str, Any], container: dict[str, Any], refs: Refs
         vf = e["valueFrom"]
         if vf.get("configMapKeyRef"):
             ref = vf["configMapKeyRef"]
-            data = await refs.configmap_data(ref.get("name", ""))
-            if data is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'configmap "{ref.get("name")}" not found')
-            if ref.get("key") not in data:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f"couldn't find key {ref.get('key')} in ConfigMap {ns}/{ref.get('name')}")
-            env[name] = data[ref["key"]]
+            value = key_ref("ConfigMap", ns, ref, await refs.configmap_data(ref.get("name", "")))
+            if value is not None:
+                env[name] = value
         elif vf.get("secretKeyRef"):
             ref = vf["secretKeyRef"]
-            sdata = await refs.secret_data(ref.get("name", ""))
-            if sdata is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'secret "{ref.get("name")}" not found')
-            if ref.get("key") not in sdata:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f"couldn't find key {ref.get('key')} in Secret {ns}/{ref.get('name')}")
-            env[name] = sdata[ref["key"]].decode(errors="replace")
+            value = key_ref("Secret", ns, ref, await refs.secret_data(ref.get("name", "")))
+            if value is not None:
+                env[name] = value.decode(errors="replace")
         elif vf.get("fieldRef"):
             env[name] = field_value(pod, vf["fieldRef"].get("fieldPath", ""))
         elif vf.get("resourceFieldRef"):

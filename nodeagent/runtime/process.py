@@ -36,7 +36,6 @@ from . import (APP, CONTAINER_NAME, INFRA, MANAGED, NODE, POD_NAME, POD_NAMESPAC
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Run as a script, not `-m`: importing the nodeagent package would cost every start half a second.
 SUPERVISOR = str(Path(__file__).with_name("supervise.py"))
-POLL = 1.0   # seconds between looks at processes this agent did not start (adopted ones)
 
 
 def _now() -> str:
@@ -124,17 +123,35 @@ class ProcessRuntime:
             watcher.cancel()
 
     async def _watch_adopted(self) -> None:
-        """Processes started by an earlier agent are not our children: look at them now and then."""
-        alive: dict[str, bool] = {}
-        while True:
+        """Processes an earlier agent started are not our children, so no wait() tells us they ended:
+        a pidfd per process does (the kernel makes it readable at the exit), and nothing is polled.
+        Processes started from now on are our children (run_container reaps them)."""
+        loop = asyncio.get_running_loop()
+        watched: dict[str, int] = {}
+
+        def ended(cid: str, uid: str) -> None:
+            fd = watched.pop(cid)
+            loop.remove_reader(fd)
+            os.close(fd)
+            self._changes.put_nowait(uid)
+
+        try:
             for r in await self.containers():
-                if r.role == INFRA or r.id in self._children:
+                if r.role == INFRA or r.id in self._children or not r.running:
                     continue
-                was, now = alive.get(r.id), r.running
-                alive[r.id] = now
-                if was and not now:
+                pid = int((self._meta(r.id) or {}).get("pid") or 0)
+                try:
+                    fd = os.pidfd_open(pid)
+                except OSError:      # ended meanwhile
                     self._changes.put_nowait(r.pod_uid)
-            await asyncio.sleep(POLL)
+                    continue
+                watched[r.id] = fd
+                loop.add_reader(fd, ended, r.id, r.pod_uid)
+            await asyncio.Event().wait()
+        finally:
+            for fd in watched.values():
+                loop.remove_reader(fd)
+                os.close(fd)
 
     # --- running ---------------------------------------------------------------------------------
 

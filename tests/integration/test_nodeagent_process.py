@@ -62,3 +62,33 @@ async def test_process_runtime_runs_reports_backs_off_and_deletes(api, servers, 
         await wait_for(client, "p1", lambda p: not p)
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_an_adopted_process_that_ends_is_reported(tmp_path):
+    """A restarted agent's runtime adopts processes an earlier one started (not its children): the
+    kernel tells it when one ends (a pidfd), and it reports the pod as changed."""
+    import json
+    import signal
+
+    from nodeagent.runtime import APP, CONTAINER_NAME, NODE, POD_UID, ROLE, ContainerConfig
+
+    labels = {NODE: "adopting", POD_UID: "uid-1", ROLE: APP, CONTAINER_NAME: "c"}
+    first = ProcessRuntime("adopting", tmp_path / "state", host_ip="127.0.0.1")
+    cid = await first.run_container(ContainerConfig(name="c", role=APP, image="", command=("sleep", "60"),
+                                                    labels=labels), None)
+    await first.close()                      # the agent goes; the process keeps running
+    second = ProcessRuntime("adopting", tmp_path / "state", host_ip="127.0.0.1")
+    [record] = await second.containers()
+    assert record.id == cid and record.running
+    changes = second.changes()
+    change = asyncio.ensure_future(changes.__anext__())
+    await asyncio.sleep(0.3)                 # the watcher has looked at what it adopts
+    assert not change.done()
+    pid = json.loads((tmp_path / "state" / cid / "meta.json").read_text())["pid"]
+    os.killpg(pid, signal.SIGKILL)
+    try:
+        assert await asyncio.wait_for(change, 10) == "uid-1"
+        [record] = await second.containers()
+        assert not record.running
+    finally:
+        await changes.aclose()

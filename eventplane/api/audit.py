@@ -135,6 +135,8 @@ class Auditor:
             body = req.get("body")
             user = user or ANONYMOUS
             fields: dict[str, Any] = {"name": str(req.get("name") or "")}
+            if isinstance(req.get("subresource"), str):
+                fields["subresource"] = req["subresource"]
             resource_request = op in _NATS_VERBS
             verb = _NATS_VERBS.get(op, "get")  # discovery, and strays: a GET of a path on REST
             if op == "audit":  # a list of this group's events, as on REST

@@ -29,6 +29,16 @@ Protocol (one request per subject, `PREFIX` defaults to `ep.api`):
 - apply: `body` is one manifest or a list of them (server-side apply, field
   manager `epctl` unless given); a list is answered with a `List` whose items
   are the applied objects or, for the documents that failed, their Status.
+- create: `body` may be a list too (a controller's burst of pods, the
+  scheduler's Events): the items are written concurrently, so they share the
+  group commit's transactions; each succeeds or fails alone, and the `List`
+  answered holds each item's object or Status in the order given.
+  `causations` (a list as long as `body`, of positions or nulls) gives each
+  write its own cause; an `Idempotency-Key` cannot name a list.
+- `subresource`: get, update and patch of `status`; update of `finalize`
+  (namespaces); create of `binding` (pods: the body is a Binding, or a list of
+  them, each naming its pod in metadata.name) and `eviction` (pods). `scale`
+  is REST-only.
 - delete without `name` deletes the collection the selectors match.
 - Answers larger than the connection's max payload come in several messages
   on the reply subject: the first carries `Eventplane-Chunks: N` and every
@@ -38,6 +48,7 @@ Protocol (one request per subject, `PREFIX` defaults to `ep.api`):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from typing import Any
@@ -50,10 +61,10 @@ from eventplane.auth.tokens import TokenFile
 from eventplane.objects import errors
 from eventplane.objects.schema import ResourceInfo
 
-from . import audit, codec, discovery, history, integrity
+from . import audit, codec, discovery, history, integrity, subresources
 from .natsrequest import (JSON, MSGPACK, caller_of, decode_request, delete_options, encode, media_type,
                           namespace_of, number, query_of, read_at, required_body, required_name, selectors,
-                          write_options)
+                          subresource, write_options)
 
 log = logging.getLogger("eventplane.natsapi")
 
@@ -223,6 +234,7 @@ class NatsApi:
 
     async def _get(self, req, caller, duplicates, media):
         info = self.resolve(req)
+        subresource(req, info, ("status",))
         name = required_name(req)
         obj = await self.server.registry.get(info, namespace_of(info, req), name, at=await self._read_at(req))
         return self._maybe_table(req, info, obj), 200, []
@@ -238,18 +250,60 @@ class NatsApi:
         return self._maybe_table(req, info, listed), 200, []
 
     async def _create(self, req, caller, duplicates, media):
-        body = required_body(req)
-        info = self.resolve(req, body)
-        result = await self.server.registry.create(info, namespace_of(info, req, body), body, caller,
-                                                   write_options(req, duplicates))
+        docs = req.get("body")
+        if not isinstance(docs, list):
+            return await self._create_one(req, required_body(req), caller, write_options(req, duplicates))
+        opts = write_options(req, [])  # duplicate fields are found in single JSON bodies only
+        if caller.idempotency_key is not None:
+            raise errors.BadRequestError("an Idempotency-Key names one write; a list of objects to create "
+                                         "cannot carry one")
+        causations = req.get("causations")
+        if causations is None:
+            causations = [caller.causation] * len(docs)
+        elif not (isinstance(causations, list) and len(causations) == len(docs)
+                  and all(c is None or (isinstance(c, int) and c >= 0) for c in causations)):
+            raise errors.BadRequestError('"causations" must be a list of positions (or nulls), one per object')
+
+        async def one(doc, causation):
+            try:
+                obj, _, warnings = await self._create_one(req, doc, dataclasses.replace(caller, causation=causation),
+                                                          opts)
+                return obj, warnings
+            except errors.EventplaneError as exc:
+                return exc.to_status(), []
+        done = await asyncio.gather(*(one(doc, c) for doc, c in zip(docs, causations)))
+        return ({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": [obj for obj, _ in done]}, 200,
+                [w for _, ws in done for w in ws])
+
+    async def _create_one(self, req, body, caller, opts):
+        if not isinstance(body, dict):
+            raise errors.BadRequestError("every object to create must be an object")
+        # A subresource's body is another kind (a Binding, an Eviction): the request names the resource.
+        info = self.resolve(req, None if req.get("subresource") else body)
+        namespace = namespace_of(info, req, body)
+        sub = subresource(req, info, ("binding", "eviction"))
+        if sub:
+            name = req.get("name") or (body.get("metadata") or {}).get("name")
+            if not name:
+                raise errors.BadRequestError(f"{sub}: the pod is named by \"name\" or the body's metadata.name")
+            if sub == "binding":
+                await subresources.bind(self.server.registry, info, namespace, name, body, caller, opts)
+            else:
+                from .eviction import evict
+
+                await evict(self.server.registry, self.server.catalog, info, namespace, name, body, caller, opts)
+            return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}, 201, []
+        result = await self.server.registry.create(info, namespace, body, caller, opts)
         return result.object, 201, result.warnings
 
     async def _update(self, req, caller, duplicates, media):
         body = required_body(req)
         info = self.resolve(req, body)
         name = req.get("name") or (body.get("metadata") or {}).get("name") or required_name(req)
+        sub = subresource(req, info, ("status", "finalize"))
         result = await self.server.registry.update(info, namespace_of(info, req, body), name, body, caller,
-                                                   write_options(req, duplicates))
+                                                   write_options(req, duplicates), **({"subresource": sub} if sub
+                                                                                       else {}))
         return result.object, 201 if result.created else 200, result.warnings
 
     async def _patch(self, req, caller, duplicates, media):
@@ -263,8 +317,9 @@ class NatsApi:
         opts = write_options(req, duplicates)
         if patch_type == codec.APPLY_PATCH and not opts.field_manager:
             opts.field_manager = DEFAULT_APPLY_MANAGER
+        sub = subresource(req, info, ("status",))
         result = await self.server.registry.patch(info, namespace_of(info, req), name, patch_type, patch, caller,
-                                                  opts)
+                                                  opts, **({"subresource": sub} if sub else {}))
         return result.object, 201 if result.created else 200, result.warnings
 
     async def _apply(self, req, caller, duplicates, media):

@@ -71,6 +71,20 @@ def namespace_of(info: ResourceInfo, req: dict[str, Any], body: Any = None, *, c
     return ns or ("" if collection else "default")
 
 
+def subresource(req: dict[str, Any], info: ResourceInfo, allowed: tuple[str, ...]) -> str:
+    """The request's subresource ("" for none), when this operation serves it on this resource."""
+    sub = req.get("subresource") or ""
+    if not sub:
+        return ""
+    if not isinstance(sub, str) or sub not in info.subresources:
+        raise errors.NotFoundError(f'the server could not find the requested resource ({info.resource}/{sub})',
+                                   group=info.group, kind=info.resource)
+    if sub not in allowed:
+        raise errors.MethodNotSupportedError(f'the NATS API does not serve this operation on {info.resource}/{sub}'
+                                             + ("; use REST" if sub == "scale" else ""))
+    return sub
+
+
 def required_name(req: dict[str, Any]) -> str:
     name = req.get("name")
     if not name or not isinstance(name, str):

@@ -21,10 +21,11 @@ PREFIX = "/apis/history.eventplane.io/v1"
 
 
 def rest_of(client: Client, command: str) -> RestTransport:
-    if not isinstance(client.transport, RestTransport):
+    rest = getattr(client.transport, "rest", client.transport)  # a hybrid transport's REST half
+    if not isinstance(rest, RestTransport):
         raise ValueError(f"{command} works over REST only (use --via rest): a whole log is a stream, "
                          "not one NATS request and its answer")
-    return client.transport
+    return rest
 
 
 async def verify(client: Client, *, start: int | None = None, end: int | None = None) -> dict[str, Any]:

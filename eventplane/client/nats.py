@@ -180,9 +180,15 @@ class NatsTransport:
         return Reply(value, warnings)
 
     async def call(self, op: Op) -> Reply:
-        if op.subresource:
-            raise errors.MethodNotSupportedError(f"the NATS API has no subresources ({op.subresource}); use REST")
         return await self.request(op.verb, _body(op), op.write)
+
+    async def create_many(self, op: Op, docs: list[Any], causations: list[int | None]) -> Reply:
+        """Create several objects of `op`'s resource (or POST several bodies to its subresource) in one
+        request; the answer's items are objects or Statuses, in order."""
+        body = {**_body(op), "body": docs}
+        if any(c is not None for c in causations):
+            body["causations"] = causations
+        return await self.request("create", body, op.write)
 
     async def apply_many(self, docs: list[dict[str, Any]], write: Write, namespace: str) -> Reply:
         """Apply several manifests in one request; the answer's items are objects or Statuses."""
@@ -265,7 +271,8 @@ def _options(w: Write) -> dict[str, Any]:
 
 def _body(op: Op) -> dict[str, Any]:
     body: dict[str, Any] = {"apiVersion": op.info.api_version, "resource": op.info.resource}
-    for key, value in (("namespace", op.namespace), ("name", op.name), ("body", op.body),
+    for key, value in (("namespace", op.namespace), ("name", op.name), ("subresource", op.subresource),
+                       ("body", op.body),
                        ("labelSelector", op.label_selector), ("fieldSelector", op.field_selector),
                        ("resourceVersion", op.resource_version), ("resourceVersionMatch", op.resource_version_match),
                        ("limit", op.limit), ("continue", op.continue_token), ("patchType", op.patch_type),

@@ -83,11 +83,6 @@ class SimulatedNodes:
     """`await sim.run()` until cancelled; `await sim.wait_ready()` once nodes, leases and the pod cache are up."""
 
     def __init__(self, client: Client, nats_url: str | None, config: SimulatorConfig, *, nc: Any = None) -> None:
-        from eventplane.client.nats import NatsTransport
-
-        if isinstance(client.transport, NatsTransport):
-            raise ValueError("simulated nodes write pods/status, a subresource the NATS API does not serve: "
-                             "give them a REST client (Client.from_kubeconfig)")
         if nats_url is None and nc is None:
             raise ValueError("simulated nodes need NATS for their leases: give nats_url or nc")
         self.client = client

@@ -367,3 +367,122 @@ async def test_nats_client_without_servers_fails_fast(api, servers):
 
         with pytest.raises(UnreachableError, match="no responders"):
             await c.get("configmaps", "x")
+
+
+# --- subresources and lists of creates --------------------------------------------------------------
+
+def pod(name: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+
+
+def binding(name: str, node: str) -> dict:
+    return {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+
+
+async def test_subresources_over_request_reply(raw, api):
+    for name in ("p1", "p2", "p3"):
+        assert (await raw("create", {"body": pod(name)}))[0] == 201
+    code, status = await raw("create", {"resource": "pods", "subresource": "binding", "name": "p1",
+                                        "body": binding("p1", "n1")})
+    assert code == 201 and status["status"] == "Success"
+    code, got = await raw("get", {"resource": "pods", "name": "p1", "subresource": "status"})
+    assert got["spec"]["nodeName"] == "n1"
+    assert [c["type"] for c in got["status"]["conditions"]] == ["PodScheduled"]
+    code, conflict = await raw("create", {"resource": "pods", "subresource": "binding",
+                                          "body": binding("p1", "n2")})
+    assert code == 409 and 'already assigned to node "n1"' in conflict["message"]
+    # status: an update and a patch change the status alone
+    got["status"]["phase"] = "Running"
+    got["metadata"]["labels"] = {"ignored": "yes"}
+    code, updated = await raw("update", {"resource": "pods", "subresource": "status", "body": got})
+    assert code == 200 and updated["status"]["phase"] == "Running"
+    code, patched = await raw("patch", {"resource": "pods", "name": "p1", "subresource": "status",
+                                        "body": {"status": {"message": "hello"}}})
+    assert code == 200 and patched["status"]["message"] == "hello" and patched["status"]["phase"] == "Running"
+    [*_, event] = await api.server.store.read_stream(StreamId("", "pods", "default", "p1"))
+    assert event.verb == "patch"
+    # eviction of an unbound pod: deleted
+    code, _ = await raw("create", {"resource": "pods", "subresource": "eviction", "name": "p3",
+                                   "body": {"apiVersion": "policy/v1", "kind": "Eviction",
+                                            "metadata": {"name": "p3"}}})
+    assert code == 201
+    assert (await raw("get", {"resource": "pods", "name": "p3"}))[0] == 404
+    # what is not served: scale (REST only), unknown subresources, a subresource on the wrong verb
+    code, status = await raw("get", {"resource": "deployments", "name": "x", "subresource": "scale"})
+    assert code == 405 and "use REST" in status["message"]
+    code, status = await raw("get", {"resource": "pods", "name": "p1", "subresource": "nope"})
+    assert code == 404 and status["message"] == "the server could not find the requested resource (pods/nope)"
+    code, status = await raw("update", {"resource": "pods", "subresource": "binding", "body": got})
+    assert code == 405
+    code, status = await raw("create", {"resource": "pods", "subresource": "binding", "body": {"target": {}}})
+    assert code == 400 and "metadata.name" in status["message"]
+
+
+async def test_a_list_of_creates_each_with_its_cause(raw, api):
+    code, answer = await raw("create", {"resource": "configmaps",
+                                        "body": [configmap("l1"), configmap("l2"), configmap("bad_name"),
+                                                 configmap("l1")],
+                                        "causations": [1, 2, None, 4]})
+    assert code == 200 and answer["kind"] == "List"
+    assert [i["kind"] for i in answer["items"]] == ["ConfigMap", "ConfigMap", "Status", "Status"]
+    assert answer["items"][2]["reason"] == "Invalid" and answer["items"][3]["reason"] == "AlreadyExists"
+    for name, cause in (("l1", 1), ("l2", 2)):
+        [event] = await api.server.store.read_stream(StreamId("", "configmaps", "default", name))
+        assert (event.verb, event.causation) == ("create", cause)
+    # bindings in one request, each naming its pod
+    for name in ("b1", "b2"):
+        await raw("create", {"body": pod(name)})
+    code, answer = await raw("create", {"resource": "pods", "subresource": "binding",
+                                        "body": [binding("b1", "n1"), binding("b2", "n2"), binding("b9", "n1")],
+                                        "causations": [7, 8, None]})
+    assert [i.get("status") or i["kind"] for i in answer["items"]] == ["Success", "Success", "Failure"]
+    assert answer["items"][2]["reason"] == "NotFound"
+    bound = await api.server.store.read_stream(StreamId("", "pods", "default", "b2"))
+    assert (bound[-1].type, bound[-1].causation) == ("Bound", 8)
+    # bad lists write nothing
+    before = await api.server.store.head()
+    code, status = await raw("create", {"resource": "configmaps", "body": [configmap("x1")], "causations": [1, 2]})
+    assert code == 400 and "one per object" in status["message"]
+    code, status = await raw("create", {"resource": "configmaps", "body": [configmap("x1")]},
+                             headers={"Idempotency-Key": "k"})
+    assert code == 400 and "Idempotency-Key" in status["message"]
+    code, answer = await raw("create", {"resource": "configmaps", "body": ["not an object"]})
+    assert answer["items"][0]["code"] == 400
+    assert await api.server.store.head() == before
+
+
+@pytest.fixture(params=["rest", "nats", "hybrid"])
+async def any_client(request, api, natsapi, servers):
+    if request.param == "rest":
+        c = Client.from_kubeconfig(str(api.kubeconfig))
+    elif request.param == "nats":
+        c = Client.via_nats(servers.nats_url, api.server.admin_token, prefix=natsapi.prefix)
+    else:
+        c = Client.from_kubeconfig(str(api.kubeconfig), nats_url=servers.nats_url, nats_prefix=natsapi.prefix)
+        assert type(c.transport).__name__ == "HybridTransport"
+    async with c:
+        yield c
+
+
+async def test_client_subresources_and_create_many(any_client, api):
+    c = any_client
+    created = await c.create_many("pods", [pod("m1"), pod("m2"), pod("m1")], causations=[3, None, None])
+    assert [type(x).__name__ for x in created] == ["dict", "dict", "AlreadyExistsError"]
+    [event] = await api.server.store.read_stream(StreamId("", "pods", "default", "m1"))
+    assert event.causation == 3
+    bound = await c.create_many("pods", [binding("m1", "n1"), binding("m2", "n2")], subresource="binding",
+                                causations=[5, 6])
+    assert not [b for b in bound if isinstance(b, Exception)]
+    assert (await c.get("pods", "m2"))["spec"]["nodeName"] == "n2"
+    m1 = await c.get("pods", "m1")
+    m1["status"]["phase"] = "Running"
+    assert (await c.update(m1, subresource="status", causation=9))["status"]["phase"] == "Running"
+    patched = await c.patch("pods", "m1", {"status": {"reason": "Testing"}}, subresource="status")
+    assert patched["status"]["reason"] == "Testing"
+    events = await api.server.store.read_stream(StreamId("", "pods", "default", "m1"))
+    assert [e.causation for e in events] == [3, 5, 9, None]
+    with pytest.raises(errors.ConflictError):
+        await c.create_subresource("pods", "m1", "binding", binding("m1", "n3"))
+    assert await c.create_many("pods", []) == []

@@ -129,6 +129,28 @@ def ensure_admin_token(path: Path) -> str:
                          f"(token,{ADMIN_USER},{ADMIN_UID},{MASTERS_GROUP}) or remove the file to have one made")
 
 
+def ensure_user_token(path: Path, user: str, groups: tuple[str, ...] = ()) -> str:
+    """The token of `user` (with exactly these groups) in the token file at `path`, adding a line with a
+    new one when there is none: what `eventplane up` gives each component (scheduler, controllers,
+    node agents) beside its client certificate, since the NATS API authenticates by token alone.
+    The file is replaced whole (write, then rename), so a reader never sees half a line."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    for entry in _parse(path, text).values():
+        if entry.user.name == user and entry.user.groups == authenticated_user(user, groups=groups).groups:
+            return entry.token
+    token = secrets.token_urlsafe(32)
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow([token, user, user, ",".join(groups)] if groups
+                                                   else [token, user, user])
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text + ("" if not text or text.endswith("\n") else "\n") + line.getvalue(), encoding="utf-8")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    log.info("token file %s: added a token for %s", path, user)
+    return token
+
+
 def _parse(path: Path, text: str) -> dict[bytes, _Entry]:
     """kube-apiserver's rules: at least 3 columns, empty tokens skipped, a repeated token's last line wins."""
     entries: dict[bytes, _Entry] = {}

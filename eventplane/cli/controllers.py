@@ -55,10 +55,8 @@ def controllers_command(args: argparse.Namespace) -> int:
         names = resolve_names(args.controllers)
     except ValueError as exc:
         raise config.ConfigError(str(exc)) from None
-    try:
-        nats_url: str | None = options.nats_url(args)
-    except config.ConfigError:
-        nats_url = None   # only the node lifecycle controller needs NATS (its node leases)
+    # Without NATS: requests over REST, and no node lifecycle controller (it reads the node leases).
+    nats_url = options.optional_nats_url(args)
     stop = StopRequest().install()
 
     async def main() -> None:

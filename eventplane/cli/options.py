@@ -60,6 +60,14 @@ def nats_url(args: argparse.Namespace) -> str:
     return config.resolve_nats_url(flag=args.nats_url, data_dir=getattr(args, "data_dir", None), env=os.environ)
 
 
+def optional_nats_url(args: argparse.Namespace) -> str | None:
+    """The NATS URL when one is configured, else None (a component then speaks REST alone)."""
+    try:
+        return nats_url(args)
+    except config.ConfigError:
+        return None
+
+
 def bus_config(args: argparse.Namespace) -> BusConfig:
     return BusConfig(**config.bus_settings(stream=args.stream, subject_prefix=args.subject_prefix,
                                            retention_age=args.retention_age, retention_msgs=args.retention_msgs,

@@ -36,6 +36,7 @@ from eventplane import config
 from eventplane.api.server import ApiServer
 from eventplane.auth.certs import issue_client_cert
 from eventplane.auth.kubeconfig import default_path, merge_into, write_kubeconfig
+from eventplane.auth.tokens import ensure_user_token
 from eventplane.bus import BusConfig, run_relay
 from eventplane.client import Client
 from eventplane.config import ConfigError, Endpoints
@@ -135,7 +136,9 @@ async def _serve(stop: StopRequest, data_dir: Path, endpoints: Endpoints, bus: B
                 async with contextlib.AsyncExitStack() as clients:
                     def client_as(component: str, user: str, groups: tuple[str, ...] = ()) -> Client:
                         config = write_component_kubeconfig(api, data_dir, component, user, groups)
-                        return Client.from_kubeconfig(str(config), user_agent=f"eventplane-{component}")
+                        # Requests over NATS (cheaper for the API server than HTTPS), watches over REST.
+                        return Client.from_kubeconfig(str(config), user_agent=f"eventplane-{component}",
+                                                      nats_url=endpoints.nats_url)
                     started = await start_components(tasks, client_as, clients, endpoints.nats_url, data_dir, args)
                     print(summary(data_dir, path, final, started), flush=True)
                     await asyncio.Event().wait()
@@ -202,14 +205,16 @@ async def start_components(tasks: asyncio.TaskGroup, client_as, clients: context
 def write_component_kubeconfig(api: ApiServer, data_dir: Path, component: str, user: str,
                                groups: tuple[str, ...]) -> Path:
     """DIR/components/NAME.kubeconfig: a client certificate for `user` signed by the cluster CA, made
-    anew on every start (valid for a year, like every client certificate of issue_client_cert; the
-    same file runs the component as a process of its own:
-    `eventplane scheduler --kubeconfig DIR/components/scheduler.kubeconfig`)."""
+    anew on every start (valid for a year, like every client certificate of issue_client_cert), and a
+    bearer token of the same user from DIR/tokens.csv, kept across starts, for the NATS API (`up`'s
+    components send their requests there). The same file runs the component as a process of its own,
+    over REST: `eventplane scheduler --kubeconfig DIR/components/scheduler.kubeconfig`."""
     path = data_dir / "components" / f"{component}.kubeconfig"
     path.parent.mkdir(mode=0o700, exist_ok=True)
     cert, key = issue_client_cert(api.pki, user, groups)
+    token = ensure_user_token(data_dir / "tokens.csv", user, groups)
     write_kubeconfig(path, server_url=api.url, ca_pem=api.pki.ca_pem, user_name=user, client_cert_pem=cert,
-                     client_key_pem=key)
+                     client_key_pem=key, token=token)
     return path
 
 

@@ -228,13 +228,7 @@ def test_bad_settings_are_refused(kw, message):
         SimulatorConfig(**kw)
 
 
-async def test_a_nats_client_or_no_nats_is_refused(servers):
-    client = Client.via_nats(servers.nats_url, "token")
-    try:
-        with pytest.raises(ValueError, match="REST client"):
-            SimulatedNodes(client, servers.nats_url, SimulatorConfig(count=1))
-    finally:
-        await client.close()
+async def test_no_nats_is_refused():
     rest = Client.from_access(ClusterAccess(server="https://127.0.0.1:1"))
     with pytest.raises(ValueError, match="need NATS for their leases"):
         SimulatedNodes(rest, None, SimulatorConfig(count=1))

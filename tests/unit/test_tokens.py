@@ -141,3 +141,21 @@ def test_ensure_admin_token_leaves_no_temporary_files(tmp_path):
     ensure_admin_token(f)
     ensure_admin_token(f)
     assert [p.name for p in Path(tmp_path).iterdir()] == ["tokens.csv"]
+
+
+def test_ensure_user_token_adds_a_line_once_and_a_loaded_file_sees_it(tmp_path):
+    from eventplane.auth.tokens import ensure_user_token
+
+    path = tmp_path / "tokens.csv"
+    admin = ensure_admin_token(path)
+    tokens = TokenFile.load(path)
+    node = ensure_user_token(path, "system:node:n1", ("system:nodes",))
+    assert node != admin and ensure_user_token(path, "system:node:n1", ("system:nodes",)) == node
+    user = tokens.lookup(node)  # the file changed under the loaded TokenFile: it reloads
+    assert (user.name, user.groups) == ("system:node:n1", ("system:nodes", "system:authenticated"))
+    # Other groups are another identity: a new token, the old one kept.
+    other = ensure_user_token(path, "system:node:n1")
+    assert other not in (node, admin) and tokens.lookup(other).groups == ("system:authenticated",)
+    assert tokens.lookup(admin).name == "admin" and tokens.lookup(node) is not None
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["tokens.csv"]

@@ -23,6 +23,7 @@ from eventplane.objects.schema import Catalog, ResourceInfo
 from eventplane.store import Append, Context, EventStore
 
 from . import strategy
+from .admission import Admission
 from .patching import patch_object
 
 MAX_CONFLICT_RETRIES = 5
@@ -88,6 +89,7 @@ class Registry:
         # (stream key, resourceVersion) → the object at that version if this server has it at hand
         # (the watch cache's last change of the stream), else None: spares an update the read.
         self.seen: Callable[[str, int], dict[str, Any] | None] = lambda key, position: None
+        self.admission = Admission(store)  # admission plugins (Priority): admission.py
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -155,6 +157,7 @@ class Registry:
                      opts: WriteOptions, *, managed: bool = False) -> Result:
         obj = strategy.check_type_meta(info, body)
         warnings = strategy.validate_fields(info, obj, opts.field_validation, opts.duplicates)
+        await self.admission.admit_create(info, obj)
         obj = strategy.prepare_create(info, obj, namespace=namespace, rng=self.rng)
         strategy.validate_object(info, obj, None)
         await self._check_namespace(info, obj)
@@ -251,6 +254,7 @@ class Registry:
                              opts: WriteOptions, *, subresource: str, warnings: list[str], expected: int, verb: str,
                              managed: bool, unverified: bool) -> Result | tuple[Result, bool]:
         new = strategy.prepare_update(info, new, old, subresource=subresource)
+        await self.admission.admit_update(info, new, old)
         strategy.validate_object(info, new, old)
         if not managed:
             new = self._manage(info, old, new, caller, opts, operation="Update", subresource=subresource)
@@ -275,6 +279,7 @@ class Registry:
         if (info.group, info.resource) == ("", "namespaces"):
             # This server's own writes count at once; the watch cache brings other servers' writes.
             self.note_namespace(obj, deleted=deleted)
+        self.admission.written(info, obj, deleted)
         for hook in self.after_write:
             await hook(info, obj)
 

@@ -122,6 +122,7 @@ class ApiServer:
         await self._bootstrap()
         self._tasks.append(asyncio.create_task(self._follow_crds(head), name="crd-catalog"))
         self._tasks.append(asyncio.create_task(self._follow_namespaces(head), name="namespace-cache"))
+        self._tasks.append(asyncio.create_task(self.registry.admission.follow(self.cache), name="priorityclass-cache"))
 
         def authenticate(request: web.Request):
             ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
@@ -234,3 +235,5 @@ class ApiServer:
                                         "targetPort": self.config.port}]}}, system, WriteOptions())
             except errors.AlreadyExistsError:
                 pass
+        priority_classes = self.catalog.get("scheduling.k8s.io", "v1", "priorityclasses")
+        await self.registry.admission.bootstrap(self.registry, priority_classes, system, WriteOptions())

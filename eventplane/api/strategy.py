@@ -179,14 +179,9 @@ def prepare_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any],
         else:
             m.pop(key, None)
     if subresource == "status":
-        status = new.get("status")
-        new.clear()
-        new.update(copy.deepcopy(old))
-        if status is None:
-            new.pop("status", None)
-        else:
-            new["status"] = status
-        return new
+        return prepare_status_update(info, new, old)
+    if (info.group, info.resource) == ("", "pods"):
+        _keep_pod_priority(new, old)
     if (info.group, info.resource) == ("", "namespaces"):
         # namespaces/finalize changes spec.finalizers alone; any other update keeps them (namespaceStrategy).
         finalizers = (new.get("spec") or {}).get("finalizers") if subresource == "finalize" else \
@@ -211,6 +206,92 @@ def prepare_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any],
     return new
 
 
+# --- the status subresource -------------------------------------------------------------------------
+
+# metav1.ResetObjectMetaForStatus: the metadata a status write may not change, for the kinds that opt
+# in (generation and selfLink are the server's on every update anyway).
+RESET_OBJECT_META_FOR_STATUS = ("deletionTimestamp", "generation", "selfLink", "labels", "annotations",
+                                "finalizers", "ownerReferences")
+
+# Each kind's status strategy (PrepareForUpdate of its StatusStrategy): every kind keeps its spec —
+# all top-level fields but metadata and status — and these metadata fields of the stored object. The
+# rest of the metadata (labels, annotations, finalizers, ownerReferences) a status write may change,
+# as in Kubernetes. The kinds not named keep their spec alone: services, nodes, namespaces,
+# persistentvolumes, persistentvolumeclaims, resourcequotas, replicationcontrollers, replicasets,
+# statefulsets, daemonsets, jobs, cronjobs, poddisruptionbudgets.
+STATUS_KEEPS_METADATA: dict[tuple[str, str], tuple[str, ...]] = {
+    # podStatusStrategy: "don't allow the pods/status endpoint to touch owner references since old
+    # kubelets corrupt them in a way that breaks garbage collection"; deletionTimestamp is reset too.
+    ("", "pods"): ("deletionTimestamp", "ownerReferences"),
+    # deploymentStatusStrategy keeps spec and labels: the controller writes the revision annotation
+    # together with status.
+    ("apps", "deployments"): ("labels",),
+    # The CRD status strategy, by hand ("TODO: Update after ResetObjectMetaForStatus is added").
+    ("apiextensions.k8s.io", "customresourcedefinitions"): ("labels", "annotations", "ownerReferences",
+                                                            "generation", "selfLink"),
+}
+
+
+def prepare_status_update(info: ResourceInfo, new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """What a write to the status subresource keeps of the stored object: silently, as Kubernetes'
+    status strategies do (a spec in the body is ignored, not refused). A custom resource keeps
+    everything but status (customresource statusStrategy: the old object, with the new status);
+    a built-in kind keeps its spec and the metadata STATUS_KEEPS_METADATA names. managedFields are
+    the field manager's (a subresource write starts from the stored ones)."""
+    status = new.get("status")
+    if info.custom:
+        new.clear()
+        new.update(copy.deepcopy(old))
+    else:
+        m, om = new["metadata"], old["metadata"]
+        for key in [k for k in new if k not in ("metadata", "status", "apiVersion", "kind")]:
+            del new[key]
+        for key, value in old.items():
+            if key not in ("metadata", "status", "apiVersion", "kind"):
+                new[key] = copy.deepcopy(value)
+        for key in STATUS_KEEPS_METADATA.get((info.group, info.resource), ()):
+            if key in om:
+                m[key] = copy.deepcopy(om[key])
+            else:
+                m.pop(key, None)
+    if status is None:
+        new.pop("status", None)
+    else:
+        new["status"] = status
+        if not info.custom:
+            _status_backfill(info, status, old.get("status") or {})
+    return new
+
+
+def _status_backfill(info: ResourceInfo, status: dict[str, Any], old: dict[str, Any]) -> None:
+    key = (info.group, info.resource)
+    if not isinstance(status, dict):
+        return
+    if key == ("", "pods"):
+        # The QoS class is set at creation and immutable: a kubelet that drops it gets it back.
+        if not status.get("qosClass") and old.get("qosClass"):
+            status["qosClass"] = old["qosClass"]
+    elif key == ("", "persistentvolumes"):
+        # lastPhaseTransitionTime: kept while the phase stays, set now when it changes (unless the
+        # writer set a new time itself).
+        if status.get("phase") == old.get("phase"):
+            if status.get("lastPhaseTransitionTime") is None and old.get("lastPhaseTransitionTime"):
+                status["lastPhaseTransitionTime"] = old["lastPhaseTransitionTime"]
+        elif status.get("lastPhaseTransitionTime") in (None, old.get("lastPhaseTransitionTime")):
+            status["lastPhaseTransitionTime"] = now_rfc3339()
+
+
+def _keep_pod_priority(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """The Priority admission plugin's update half: the priority and preemptionPolicy it set at
+    create stay when an update leaves them out (validation refuses any other change of them)."""
+    spec, old_spec = new.get("spec"), old.get("spec") or {}
+    if not isinstance(spec, dict):
+        return
+    for key in ("priority", "preemptionPolicy"):
+        if spec.get(key) is None and old_spec.get(key) is not None:
+            spec[key] = old_spec[key]
+
+
 def validate_object(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
     """ObjectMeta rules, then the kind's own rules; every broken rule is one cause of a 422."""
     from .validation import validate
@@ -218,6 +299,9 @@ def validate_object(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any]
     causes = meta.validate_object_meta(obj, name_rule=meta.name_rule_for(info.group, info.resource),
                                        namespaced=info.namespaced, old=old, builtin=not info.custom)
     causes += validate(info, obj)
+    if info.resource == "priorityclasses" and info.group == "scheduling.k8s.io":
+        from .admission import validate_priority_class
+        causes += validate_priority_class(obj, old)
     if causes:
         raise meta.invalid_error(info.qualified_kind, obj["metadata"].get("name", ""), causes,
                                  group=info.group, kind=info.kind)

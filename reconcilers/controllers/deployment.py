@@ -9,8 +9,12 @@ pods (a deleted pod wakes a Recreate Deployment waiting for its old pods to go).
 
 The decision is one pure function, `plan(deployment, replica_sets, pods_by_rs_uid, now)`, which
 follows syncDeployment step by step on a local copy of the state and returns the writes it would
-make (`CreateReplicaSet`, `UpdateReplicaSet`, `DeleteReplicaSet`, `PatchDeploymentAnnotations`,
-`UpdateDeploymentStatus`) and when to look again. `DeploymentController` is the thin loop: it claims
+make (`CreateReplicaSet`, `UpdateReplicaSet`, `DeleteReplicaSet`, `UpdateDeploymentStatus`) and
+when to look again. The Deployment's own write is one, through the status subresource, as
+Kubernetes' controller makes it: its status and the revision annotation together (the status
+strategy of Deployments lets annotations change there, and a status write does not bump
+metadata.generation — an annotation change through the main resource would, and would cost the
+rollout one more sync and status write). `DeploymentController` is the thin loop: it claims
 the ReplicaSets (adopt / release by selector), plans, and applies the writes in order, each with
 `causation=` the Deployment's position, stopping at the first failure (the next sync re-plans from
 what the informers then show). Every ReplicaSet write carries the resourceVersion it was planned on,
@@ -72,7 +76,7 @@ MIN_UNAVAILABLE = "MinimumReplicasUnavailable"
 
 _SKIP_COPY = frozenset({LAST_APPLIED, REVISION, REVISION_HISTORY, DESIRED_REPLICAS, MAX_REPLICAS, ROLLBACK_TO})
 
-__all__ = ["CreateReplicaSet", "DeleteReplicaSet", "DeploymentController", "PatchDeploymentAnnotations", "Plan",
+__all__ = ["CreateReplicaSet", "DeleteReplicaSet", "DeploymentController", "Plan",
            "UpdateDeploymentStatus", "UpdateReplicaSet", "build", "compute_hash", "max_surge", "max_unavailable",
            "plan", "resolve_fenceposts", "scaled_value"]
 
@@ -332,16 +336,14 @@ class DeleteReplicaSet:
 
 
 @dataclass(frozen=True)
-class PatchDeploymentAnnotations:
-    annotations: dict[str, str]
-
-
-@dataclass(frozen=True)
 class UpdateDeploymentStatus:
+    """UpdateStatus of the Deployment: its status, and the annotations the controller sets (the
+    revision) — Kubernetes' controller writes both through /status."""
     status: Obj
+    annotations: dict[str, str] = field(default_factory=dict)
 
 
-Action = CreateReplicaSet | UpdateReplicaSet | DeleteReplicaSet | PatchDeploymentAnnotations | UpdateDeploymentStatus
+Action = CreateReplicaSet | UpdateReplicaSet | DeleteReplicaSet | UpdateDeploymentStatus
 
 
 @dataclass
@@ -860,11 +862,9 @@ class _Planner:
     # --- the end: the Deployment's own writes ---
 
     def finish(self) -> Plan:
-        if self.annotations != _ann(self.d):
-            changed = {k: v for k, v in self.annotations.items() if _ann(self.d).get(k) != v}
-            self.plan.actions.append(PatchDeploymentAnnotations(changed))
-        if normalized_status(self.status) != normalized_status(_status(self.d)):
-            self.plan.actions.append(UpdateDeploymentStatus(normalized_status(self.status)))
+        changed = {k: v for k, v in self.annotations.items() if _ann(self.d).get(k) != v}
+        if changed or normalized_status(self.status) != normalized_status(_status(self.d)):
+            self.plan.actions.append(UpdateDeploymentStatus(normalized_status(self.status), changed))
         return self.plan
 
 
@@ -1060,15 +1060,12 @@ class DeploymentController:
                         await self.client.delete("replicasets.apps", action.name, namespace=ns, causation=causation)
                     except errors.NotFoundError:
                         pass
-                elif isinstance(action, PatchDeploymentAnnotations):
-                    current = await self.client.patch(
-                        "deployments.apps", _meta(d)["name"],
-                        {"metadata": {"annotations": action.annotations,
-                                      "resourceVersion": current["metadata"]["resourceVersion"]}},
-                        type="merge", namespace=ns, causation=causation)
                 elif isinstance(action, UpdateDeploymentStatus):
-                    current = await self.client.update({**current, "status": action.status}, subresource="status",
-                                                       causation=causation)
+                    body = {**current, "status": action.status}
+                    if action.annotations:
+                        body["metadata"] = {**current["metadata"],
+                                            "annotations": {**_ann(current), **action.annotations}}
+                    current = await self.client.update(body, subresource="status", causation=causation)
             except errors.ConflictError:
                 raise Requeue() from None   # planned on a version that has changed: plan again
             except errors.NotFoundError:

@@ -243,7 +243,7 @@ async def test_a_high_priority_pod_preempts_only_the_lowest_priority_pods(api):
         for name, value in (("lowest", 10), ("low", 100), ("high", 1000)):
             await c.create({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
                             "metadata": {"name": name}, "value": value})
-        await until(lambda: len(s.priority_classes.store) == 3)
+        await until(lambda: all(s.priority_classes.store.get(n) for n in ("lowest", "low", "high")))
         await c.create(node("n1", cpu="4"))
         for name, cls in (("keep-1", "low"), ("keep-2", "low"), ("victim-1", "lowest"), ("victim-2", "lowest")):
             await c.create(pod(name, cpu="1", priority_class=cls))
@@ -270,7 +270,7 @@ async def test_preemptor_waits_for_terminating_victims_and_lower_priority_pods_d
         for name, value in (("low", 1), ("high", 1000)):
             await c.create({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
                             "metadata": {"name": name}, "value": value})
-        await until(lambda: len(s.priority_classes.store) == 2)
+        await until(lambda: all(s.priority_classes.store.get(n) for n in ("low", "high")))
         await c.create(node("n1", cpu="2"))
         await c.create(pod("old", cpu="2", priority_class="low", grace=30))
         await bound(c, "old")

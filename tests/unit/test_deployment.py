@@ -9,7 +9,7 @@ import pytest
 
 from reconcilers.controllers.deployment import (DESIRED_REPLICAS, MAX_REPLICAS, POD_TEMPLATE_HASH, REVISION,
                                                 REVISION_HISTORY, CreateReplicaSet, DeleteReplicaSet,
-                                                PatchDeploymentAnnotations, UpdateDeploymentStatus,
+                                                UpdateDeploymentStatus,
                                                 UpdateReplicaSet, compute_hash, equal_ignore_hash, max_surge,
                                                 max_unavailable, plan, resolve_fenceposts, safe_encode,
                                                 scaled_value, set_new_replica_set_annotations)
@@ -145,13 +145,12 @@ def test_new_deployment_creates_its_first_replica_set():
     ref = rs["metadata"]["ownerReferences"][0]
     assert (ref["kind"], ref["uid"], ref["controller"], ref["blockOwnerDeletion"]) == \
         ("Deployment", "d-uid", True, True)
-    [patch] = only(p.actions, PatchDeploymentAnnotations)
-    assert patch.annotations == {REVISION: "1"}
     [status] = only(p.actions, UpdateDeploymentStatus)
+    assert status.annotations == {REVISION: "1"}   # written with status, through /status
     assert condition(status.status, "Progressing")["reason"] == "NewReplicaSetCreated"
     assert condition(status.status, "Progressing")["message"] == f'Created new replica set "web-{h}"'
     assert condition(status.status, "Available")["reason"] == "MinimumReplicasUnavailable"
-    assert p.kinds() == ["CreateReplicaSet", "PatchDeploymentAnnotations", "UpdateDeploymentStatus"]
+    assert p.kinds() == ["CreateReplicaSet", "UpdateDeploymentStatus"]
 
 
 def test_deployment_annotations_are_copied_except_the_controllers_own():
@@ -279,7 +278,7 @@ def test_progress_deadline_exceeded():
 
 
 def test_a_stuck_rollout_is_looked_at_again_when_its_deadline_passes():
-    d = deployment(replicas=3, image="v2", deadline=60, generation=2,
+    d = deployment(replicas=3, image="v2", deadline=60, generation=2, annotations={REVISION: "2"},
                    status={"observedGeneration": 2, "replicas": 4, "updatedReplicas": 1, "availableReplicas": 3,
                            "readyReplicas": 3, "unavailableReplicas": 1, "conditions": [
                                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated",
@@ -302,7 +301,7 @@ def test_undo_reuses_the_old_replica_set_as_a_new_revision():
     updates = [u.rs for u in only(p.actions, UpdateReplicaSet) if u.rs["metadata"]["name"] == first["metadata"]["name"]]
     assert updates and updates[0]["metadata"]["annotations"][REVISION] == "3"
     assert updates[0]["metadata"]["annotations"][REVISION_HISTORY] == "1"
-    assert only(p.actions, PatchDeploymentAnnotations)[0].annotations == {REVISION: "3"}
+    assert only(p.actions, UpdateDeploymentStatus)[0].annotations == {REVISION: "3"}
     assert not only(p.actions, CreateReplicaSet)
 
 

@@ -31,11 +31,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .filters import DEFAULT_FILTERS, Filter, hard_spread_constraints
+from .filters import DEFAULT_FILTERS, Filter, applicable, hard_spread_constraints
 from .pipeline import Cache, Decision, Options, _reasons, equivalence_class, schedule
 from .record import TOP, Record, build, from_decision
 from .resources import ZONE_LABEL, Obj, Snapshot, pod_key
 from .scorers import DEFAULT_PROFILE, MAX_SCORE, Profile, Scorer, SelectorSpread
+from .volumes import has_claims
 
 
 @dataclass
@@ -70,6 +71,11 @@ def place(pods: Sequence[Obj], snapshot: Snapshot, profile: Profile = DEFAULT_PR
     if options.equivalence_classes:
         groups: dict[tuple[int, str], list[int]] = {}
         for k, pod in enumerate(pods):
+            if has_claims(pod):
+                # Decided alone, each against what its predecessors left: placing one pod can decide
+                # where its claim is provisioned, and so where the next pod using it may go.
+                groups[(_priority(pod), f"claims:{k}")] = [k]
+                continue
             classes[k] = equivalence_class(pod)
             groups.setdefault((_priority(pod), classes[k]), []).append(k)
         order = [k for group in groups.values() for k in group]
@@ -185,8 +191,8 @@ class _ClassRun:
     def __init__(self, pod: Obj, snapshot: Snapshot, profile: Profile, options: Options,
                  filters: Sequence[Filter], start: int, cache: Cache | None, top: int) -> None:
         self.pod, self.snapshot, self.profile, self.options = pod, snapshot, profile, options
-        self.filters, self.cache, self.top = tuple(filters), cache, top
         self.names = [f.name for f in filters]
+        self.filters, self.cache, self.top = applicable(filters, pod), cache, top
         self.scope_of = {f.name: f.scope for f in filters}
         self.cluster = not batchable(pod)   # placing one of its pods may change other nodes' feasibility
         self.parked: dict[str, dict[str, tuple[int, str]]] = {}   # raw scores of nodes out for a while

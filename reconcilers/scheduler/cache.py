@@ -12,6 +12,12 @@ A pod nominated to a node by preemption reserves its room there for every
 other pod; its own attempts see the node without that reservation
 (`snapshot_for`).
 
+It also holds what the filters read besides nodes and pods: namespace labels
+(inter-pod affinity's namespaceSelector) and the claims, PersistentVolumes and
+StorageClasses of the volume filters (volumes.Volumes), each from its
+informer. Their changes reach the snapshot on its next read (one copy per
+pass, however many events came in between).
+
 Invariant: `snapshot` holds exactly the nodes in `nodes` and, on each, the
 pods of `by_node[name]` (bound, assumed and nominated pods, none terminal).
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 from .resources import Obj, Snapshot, pod_key
+from .volumes import Volumes
 
 LOG_KEEP = 100_000   # node changes remembered; a class state older than that is rebuilt
 
@@ -52,11 +59,24 @@ class NodeCache:
         self.epoch = 0
         self._log: list[str] = []
         self._log_base = 0
+        self.namespaces: dict[str, dict[str, str]] = {}       # name -> labels
+        self.claims: dict[str, Obj] = {}                       # "namespace/name" -> PersistentVolumeClaim
+        self.pvs: dict[str, Obj] = {}
+        self.classes: dict[str, Obj] = {}                      # StorageClasses by name
+        self._volumes_dirty = False
+        self._namespaces_dirty = False
 
     @property
     def snapshot(self) -> Snapshot:
         if self._stale:
             self._rebuild()
+        if self._volumes_dirty:
+            self._volumes_dirty = False
+            self._snapshot = self._snapshot.with_volumes(Volumes(dict(self.claims), dict(self.pvs),
+                                                                 dict(self.classes)))
+        if self._namespaces_dirty:
+            self._namespaces_dirty = False
+            self._snapshot = self._snapshot.with_namespaces(dict(self.namespaces))
         return self._snapshot
 
     @snapshot.setter
@@ -115,6 +135,39 @@ class NodeCache:
         if self.nodes.pop(name, None) is not None:
             self._stale = True
             self.epoch += 1
+
+    # --- namespaces and volumes ---
+
+    def set_namespace(self, ns: Obj) -> bool:
+        """A namespace added or changed; True when its labels changed (inter-pod affinity may see it)."""
+        name = (ns.get("metadata") or {}).get("name") or ""
+        labels = dict((ns.get("metadata") or {}).get("labels") or {})
+        if self.namespaces.get(name) == labels:
+            return False
+        self.namespaces[name] = labels
+        self._namespaces_dirty = True
+        self.epoch += 1   # a namespaceSelector's verdict may change on every node: every class looks again
+        return True
+
+    def delete_namespace(self, name: str) -> None:
+        if self.namespaces.pop(name, None) is not None:
+            self._namespaces_dirty = True
+            self.epoch += 1
+
+    def set_volume_object(self, kind: str, obj: Obj | None, key: str) -> None:
+        """A claim ("claims", key namespace/name), PersistentVolume ("pvs") or StorageClass ("classes")
+        added, changed (obj) or deleted (None). Only pods with claims read these: no epoch moves."""
+        table = getattr(self, kind)
+        if obj is None:
+            if table.pop(key, None) is None:
+                return
+        else:
+            table[key] = obj
+        self._volumes_dirty = True
+
+    @property
+    def volumes(self) -> Volumes:
+        return self.snapshot.volumes
 
     # --- pods ---
 
@@ -206,7 +259,8 @@ class NodeCache:
 
     def _rebuild(self) -> None:
         pods = [p for name in self.nodes for p in self.by_node.get(name, {}).values()]
-        self._snapshot = Snapshot.build(self.nodes.values(), pods, namespaces=self._snapshot.namespaces)
+        self._snapshot = Snapshot.build(self.nodes.values(), pods, namespaces=self._snapshot.namespaces,
+                                        volumes=self._snapshot.volumes)
         self._stale = False
         self.epoch += 1
 

@@ -25,15 +25,19 @@ class EventText(NamedTuple):
 
 def failure_message(decision: Decision) -> str:
     """kube-scheduler's FitError message for a decision that found no node."""
-    return fit_error(decision.num_nodes, decision.reason_counts())
+    return fit_error(decision.num_nodes, decision.reason_counts(), prefilter=decision.prefilter)
 
 
-def fit_error(num_nodes: int, reason_counts: dict[str, int]) -> str:
-    """FitError.Error(): "0/N nodes are available: " and the sorted "COUNT REASON" histogram."""
+def fit_error(num_nodes: int, reason_counts: dict[str, int], *, prefilter: str | None = None) -> str:
+    """FitError.Error(): "0/N nodes are available: " and the sorted "COUNT REASON" histogram; when a
+    PreFilter rejected the pod, its reason once instead ("0/3 nodes are available: pod has unbound
+    immediate PersistentVolumeClaims.")."""
     if num_nodes == 0:
         return "no nodes available to schedule pods"
-    histogram = sorted(f"{count} {reason}" for reason, count in reason_counts.items())
     message = NO_NODE_AVAILABLE.format(num_nodes) + ":"
+    if prefilter:
+        return f"{message} {prefilter}."
+    histogram = sorted(f"{count} {reason}" for reason, count in reason_counts.items())
     if histogram:
         message += f" {', '.join(histogram)}."
     return message

@@ -13,11 +13,12 @@ need cluster-wide counts.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 from eventplane.objects import selectors as sel
 
+from . import volumes as vol
 from .resources import CPU, EPHEMERAL_STORAGE, MEMORY, PODS, NodeInfo, Obj, Snapshot, host_ports, \
     pod_requests, ports_conflict
 
@@ -36,6 +37,11 @@ REASON_POD_ANTI_AFFINITY = "node(s) didn't match pod anti-affinity rules"
 REASON_EXISTING_ANTI_AFFINITY = "node(s) didn't satisfy existing pods anti-affinity rules"
 REASON_SPREAD = "node(s) didn't match pod topology spread constraints"
 REASON_SPREAD_MISSING_LABEL = "node(s) didn't match pod topology spread constraints (missing required label)"
+REASON_RWOP_CONFLICT = "node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode"
+REASON_VOLUME_NODE_CONFLICT = "node(s) had volume node affinity conflict"
+REASON_VOLUME_BIND_CONFLICT = "node(s) didn't find available persistent volumes to bind"
+REASON_PV_NOT_EXIST = "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)"
+REASON_VOLUME_ZONE = "node(s) had no available volume zone"
 
 
 def insufficient(resource: str) -> str:
@@ -54,15 +60,39 @@ def _meta(obj: Obj) -> Obj:
     return obj.get("metadata") or {}
 
 
+class Rejected(NamedTuple):
+    """What a `prefilter` Filter's prepare returns when no node can take the pod (kube's PreFilter
+    answering Unschedulable): the reason, which FitError prints once rather than per node."""
+
+    reason: str
+
+
 class Filter:
     name: ClassVar[str] = ""
     scope: ClassVar[str] = "node"
+    prefilter: ClassVar[bool] = False     # prepare may answer Rejected for every node at once
+    claims_only: ClassVar[bool] = False   # applies only to pods with PersistentVolumeClaims
 
     def prepare(self, pod: Obj, snapshot: Snapshot) -> Any:
         return None
 
     def check(self, pod: Obj, node: NodeInfo, snapshot: Snapshot, state: Any) -> Reason:
         raise NotImplementedError
+
+
+_WITHOUT_CLAIMS: dict[tuple[Filter, ...], tuple[Filter, ...]] = {}
+
+
+def applicable(filters: Sequence[Filter], pod: Obj) -> tuple[Filter, ...]:
+    """The filters that apply to `pod`: a pod without claims skips the volume filters (it pays nothing
+    for them; kube's plugins answer Skip)."""
+    filters = tuple(filters)
+    if vol.has_claims(pod):
+        return filters
+    out = _WITHOUT_CLAIMS.get(filters)
+    if out is None:
+        out = _WITHOUT_CLAIMS[filters] = tuple(f for f in filters if not f.claims_only)
+    return out
 
 
 # --- tolerations ---------------------------------------------------------------------------------
@@ -346,8 +376,110 @@ class PodTopologySpread(Filter):
         return None
 
 
+# --- volumes (volumes.py sorts a pod's claims) ----------------------------------------------------
+#
+# All three read only the node and the pod's claims; what they read of the claims (their volumes,
+# classes and the nodes already using them) is part of a pod's equivalence class, so their verdicts
+# are cached per node generation like the other per-node filters.
+
+class VolumeRestrictions(Filter):
+    """ReadWriteOncePod: a claim with that access mode already used by a pod rejects every node."""
+
+    name = "VolumeRestrictions"
+    claims_only = True
+
+    def prepare(self, pod, snapshot):
+        users = snapshot.claim_users
+        return any(c.rwop and users.get(c.key) for c in vol.resolve(pod, snapshot.volumes) if c.kind != "rejected")
+
+    def check(self, pod, node, snapshot, state):
+        if state is None:
+            state = self.prepare(pod, snapshot)
+        return REASON_RWOP_CONFLICT if state else None
+
+
+def _pv_matches(pv: Obj, node: NodeInfo) -> bool:
+    terms = vol.pv_node_terms(pv)
+    return not terms or any(node_selector_term_matches(t, node) for t in terms)
+
+
+class VolumeBinding(Filter):
+    """Claims that must be bound first reject the pod outright (PreFilter); a bound claim's volume node
+    affinity, and where a WaitForFirstConsumer claim could be bound or provisioned, restrict the nodes."""
+
+    name = "VolumeBinding"
+    prefilter = True
+    claims_only = True
+
+    def prepare(self, pod, snapshot):
+        claims = vol.resolve(pod, snapshot.volumes)
+        for c in claims:
+            if c.kind == "rejected":
+                return Rejected(c.reason)
+        users = snapshot.claim_users
+        return [(c, users.get(c.key, frozenset())) for c in claims]
+
+    def check(self, pod, node, snapshot, state):
+        if state is None:
+            state = self.prepare(pod, snapshot)
+        if isinstance(state, Rejected):
+            return state.reason
+        missing = bound_ok = unbound_ok = True
+        for c, users in state:
+            if c.kind == "bound":
+                if c.pv is None:
+                    missing = False
+                elif not _pv_matches(c.pv, node):
+                    bound_ok = False
+            elif c.selected is not None:
+                unbound_ok &= c.selected == node.name and (
+                    vol.can_provision(c.storage_class, node.labels) or any(_pv_matches(pv, node) for pv in c.candidates))
+            elif users:
+                unbound_ok &= node.name in users   # a pod of ours already took it there: provisioned there
+            else:
+                unbound_ok &= any(_pv_matches(pv, node) for pv in c.candidates) or \
+                    vol.can_provision(c.storage_class, node.labels)
+        reasons = []
+        if not missing:
+            reasons.append(REASON_PV_NOT_EXIST)
+        if not bound_ok:
+            reasons.append(REASON_VOLUME_NODE_CONFLICT)
+        if not unbound_ok:
+            reasons.append(REASON_VOLUME_BIND_CONFLICT)
+        return tuple(reasons) or None
+
+
+class VolumeZone(Filter):
+    """A bound volume's zone and region labels: a node with topology labels must agree with them."""
+
+    name = "VolumeZone"
+    claims_only = True
+
+    def prepare(self, pod, snapshot):
+        out = []
+        for c in vol.resolve(pod, snapshot.volumes):
+            if c.kind == "bound" and c.pv is not None:
+                out.extend(vol.pv_zones(c.pv))
+        return out
+
+    def check(self, pod, node, snapshot, state):
+        zones = state if state is not None else self.prepare(pod, snapshot)
+        if not zones:
+            return None
+        labels = node.labels
+        if not any(k in labels for k in vol.TOPOLOGY_LABELS):
+            return None   # a node without topology labels takes any volume (kube's VolumeZone)
+        for key, values in zones:
+            value = labels.get(key)
+            if value is None:
+                value = labels.get(vol.GA_LABEL.get(key, key))
+            if value is None or value not in values:
+                return REASON_VOLUME_ZONE
+        return None
+
+
 # kube-scheduler's default filter order; the pipeline stops at a node's first failure.
 DEFAULT_FILTERS: tuple[Filter, ...] = (
     NodeUnschedulable(), NodeName(), TaintToleration(), NodeAffinity(), NodePorts(), NodeResourcesFit(),
-    PodTopologySpread(), InterPodAffinity(),
+    VolumeRestrictions(), VolumeBinding(), VolumeZone(), PodTopologySpread(), InterPodAffinity(),
 )

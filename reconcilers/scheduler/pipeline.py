@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .filters import DEFAULT_FILTERS, Filter
+from . import volumes as vol
+from .filters import DEFAULT_FILTERS, Filter, Rejected, applicable
 from .resources import Obj, Snapshot, host_ports, pod_key, pod_requests
 from .scorers import DEFAULT_PROFILE, Profile, controller_uid
 
@@ -47,13 +48,16 @@ class Options:
     percentage_of_nodes_to_score: int | None = None  # None: kube's adaptive formula
 
 
-def equivalence_class(pod: Obj) -> str:
+def equivalence_class(pod: Obj, snapshot: Snapshot | None = None) -> str:
     """The part of a pod that filters and per-node scorers read, as a canonical string.
 
     Requests (computed, so equal totals compare equal), nodeName, nodeSelector,
     affinity, tolerations, topology spread constraints, host ports, namespace,
     labels (others' anti-affinity and spread selectors match them) and the
-    controlling owner (default spreading counts its siblings).
+    controlling owner (default spreading counts its siblings). A pod with
+    PersistentVolumeClaims adds their names and, given the snapshot, what the
+    volume filters read of them (volumes.view): it never shares a class with a
+    pod without claims, and its class changes when its claims' state does.
     """
     spec = pod.get("spec") or {}
     meta = pod.get("metadata") or {}
@@ -72,6 +76,10 @@ def equivalence_class(pod: Obj) -> str:
         "images": sorted(c.get("image") or "" for c in (spec.get("initContainers") or [])
                          + (spec.get("containers") or [])),
     }
+    if vol.has_claims(pod):
+        key["claims"] = list(vol.claim_names(pod))
+        if snapshot is not None:
+            key["volumes"] = vol.view(pod, snapshot.volumes, snapshot.claim_users)
     return json.dumps(key, sort_keys=True, separators=(",", ":"))
 
 
@@ -144,6 +152,7 @@ class Decision:
     next_start: int
     nodes_to_find: int
     equivalence_class: str
+    prefilter: str | None = None   # a reason that rejected the pod on every node before any node was examined
 
     @property
     def feasible(self) -> tuple[NodeResult, ...]:
@@ -174,14 +183,26 @@ def _split(filters: Sequence[Filter]) -> tuple[tuple[Filter, ...], tuple[Filter,
 def schedule(pod: Obj, snapshot: Snapshot, profile: Profile = DEFAULT_PROFILE, options: Options = Options(), *,
              filters: Sequence[Filter] = DEFAULT_FILTERS, start: int = 0, cache: Cache | None = None) -> Decision:
     """Decide where `pod` goes in `snapshot`. Pure: the same inputs give the same Decision, cache or not."""
-    cls = equivalence_class(pod)
+    cls = equivalence_class(pod, snapshot)
     n = len(snapshot.nodes)
     to_find = nodes_to_find(n, options.percentage_of_nodes_to_score) if options.relaxed_randomization else n
     start = start % n if (n and options.relaxed_randomization) else 0
     use_classes = cache is not None and options.equivalence_classes
     use_scores = cache is not None and options.score_cache
+    filters = applicable(filters, pod)
     node_stage, cluster_stage = _split(filters)
     states: dict[str, Any] = {}
+    # kube's PreFilter: a filter that rejects the pod as such rejects it on every node, examined or not.
+    for f in filters:
+        if f.prefilter:
+            states[f.name] = f.prepare(pod, snapshot)
+            if isinstance(states[f.name], Rejected):
+                reason = states[f.name].reason
+                results = tuple(NodeResult(info.name, (FilterResult(f.name, (reason,)),), False)
+                                for info in snapshot.nodes)
+                return Decision(pod=pod_key(pod), profile=profile.name, node=None, results=results, num_nodes=n,
+                                start=start, next_start=start, nodes_to_find=to_find, equivalence_class=cls,
+                                prefilter=reason)
 
     def run(f: Filter, info: Any) -> FilterResult:
         if f.name not in states:

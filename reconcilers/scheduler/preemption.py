@@ -11,7 +11,7 @@ kube-scheduler's DefaultPreemption, step by step:
 1. A pod with preemptionPolicy Never does not preempt.
 2. Only nodes whose rejection removing pods could cure are candidates: not
    those rejected by node name, node affinity/selector, taints, an
-   unschedulable node or a missing topology label
+   unschedulable node, a missing topology label or a volume's placement
    (UnschedulableAndUnresolvable in kube's terms).
 3. On each candidate remove every pod of strictly lower priority; if the pod
    still does not fit, the node is no candidate.
@@ -39,7 +39,8 @@ from .filters import DEFAULT_FILTERS, Filter
 from .resources import NodeInfo, Obj, Snapshot, pod_key
 
 # Rejections no eviction can cure (kube: UnschedulableAndUnresolvable).
-UNRESOLVABLE = frozenset({"NodeUnschedulable", "NodeName", "TaintToleration", "NodeAffinity"})
+UNRESOLVABLE = frozenset({"NodeUnschedulable", "NodeName", "TaintToleration", "NodeAffinity", "VolumeBinding",
+                          "VolumeZone"})
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ Record = dict[str, Any]
 def build(*, pod: str, profile: str, node: str | None, num_nodes: int, examined: int, feasible: int, start: int,
           nodes_to_find: int, filters: Sequence[str], top: Iterable[tuple[str, int, Sequence[Sequence[Any]]]],
           rejected: Mapping[tuple[str, tuple[str, ...]], Sequence[str]], reason_counts: Mapping[str, int],
-          batch: tuple[int, int] | None = None) -> Record:
+          batch: tuple[int, int] | None = None, prefilter: str | None = None) -> Record:
     """`top`: (node, total, [(scorer, weight, score, label), …]) best first; `rejected`: (filter, reasons) →
     node names; `reason_counts`: reason → nodes (for the FitError message)."""
     rec: Record = {
@@ -45,10 +45,12 @@ def build(*, pod: str, profile: str, node: str | None, num_nodes: int, examined:
                       "nodes": list(names[:NAMES_PER_GROUP])}
                      for (f, reasons), names in sorted(rejected.items(), key=lambda kv: (-len(kv[1]), kv[0]))],
         "message": (f"Successfully assigned {pod} to {node}" if node is not None
-                    else fit_error(num_nodes, dict(reason_counts))),
+                    else fit_error(num_nodes, dict(reason_counts), prefilter=prefilter)),
     }
     if batch is not None:
         rec["batch"] = list(batch)
+    if prefilter is not None:
+        rec["prefilter"] = prefilter
     return rec
 
 
@@ -67,7 +69,7 @@ def from_decision(decision: Decision, filters: Sequence[str], *, top: int = TOP)
                  examined=len(decision.results), feasible=len(feasible), start=decision.start,
                  nodes_to_find=decision.nodes_to_find, filters=filters,
                  top=[(r.node, r.total or 0, [(s.name, s.weight, s.score, s.label) for s in r.scores]) for r in best],
-                 rejected=rejected, reason_counts=decision.reason_counts())
+                 rejected=rejected, reason_counts=decision.reason_counts(), prefilter=decision.prefilter)
 
 
 def dumps(record: Record) -> str:
@@ -105,7 +107,12 @@ def explain_record(rec: Record, *, header: Sequence[str] = ()) -> str:
             lines.append(f"  filters passed: {', '.join(filters)}")
             for name, weight, score, label in entry["scores"]:
                 lines.append(f"  score  {name}: {score} x {weight} = {score * weight} ({label})")
-    if rec["rejected"]:
+    if rec.get("prefilter"):
+        group = rec["rejected"][0] if rec["rejected"] else {"filter": "?"}
+        lines.append("")
+        lines.append(f"Rejected before any node was examined: filter {group['filter']} (PreFilter): "
+                     f"{rec['prefilter']}")
+    elif rec["rejected"]:
         lines.append("")
         lines.append("Infeasible nodes:")
         for group in rec["rejected"]:

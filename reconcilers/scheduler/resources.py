@@ -24,6 +24,8 @@ from typing import Any
 
 from eventplane.objects import quantity
 
+from .volumes import Volumes, claim_names
+
 Obj = Mapping[str, Any]
 ResourceList = Mapping[str, int]
 
@@ -197,6 +199,17 @@ class NodeInfo:
                                                .get("podAntiAffinity") or {})
                                               .get("requiredDuringSchedulingIgnoredDuringExecution")))
 
+    @cached_property
+    def claims(self) -> frozenset[str]:
+        """The claims ("namespace/name") the pods here use (the volume filters ask; others never do)."""
+        out = set()
+        for p in self.pods:
+            names = claim_names(p)
+            if names:
+                ns = (p.get("metadata") or {}).get("namespace") or "default"
+                out.update(f"{ns}/{n}" for n in names)
+        return frozenset(out)
+
     def with_pod(self, pod: Obj) -> NodeInfo:
         info = replace(self, pods=self.pods + (pod,), requested=add(self.requested, pod_requests(pod)),
                        non_zero_requested=add(self.non_zero_requested, pod_requests(pod, non_zero=True)),
@@ -222,10 +235,13 @@ class Snapshot:
     generation: int = 0
     # Controller uid -> nodes where its pods recently failed to start (scorers.RecentFailures avoids them).
     avoid: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Claims, PersistentVolumes and StorageClasses (the volume filters read them; volumes.py).
+    volumes: Volumes = field(default_factory=Volumes)
 
     @classmethod
     def build(cls, nodes: Iterable[Obj], pods: Iterable[Obj] = (), *,
-              namespaces: Mapping[str, Mapping[str, str]] | None = None) -> Snapshot:
+              namespaces: Mapping[str, Mapping[str, str]] | None = None,
+              volumes: Volumes | None = None) -> Snapshot:
         """Bound, non-terminal pods go with their node; pending and finished pods are left out."""
         by_node: dict[str, list[Obj]] = {}
         for p in pods:
@@ -233,7 +249,7 @@ class Snapshot:
             if name and not _terminal(p):
                 by_node.setdefault(name, []).append(p)
         infos = tuple(NodeInfo.build(n, by_node.get((n.get("metadata") or {}).get("name"), ())) for n in nodes)
-        return cls(infos, dict(namespaces or {}), next(_generations))
+        return cls(infos, dict(namespaces or {}), next(_generations), {}, volumes or Volumes())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", {info.name: i for i, info in enumerate(self.nodes)})
@@ -247,12 +263,39 @@ class Snapshot:
                 counts[image] = counts.get(image, 0) + 1
         return counts
 
+    @cached_property
+    def claim_users(self) -> dict[str, frozenset[str]]:
+        """Claim ("namespace/name") → the nodes whose pods use it (bound, assumed or nominated)."""
+        out: dict[str, set[str]] = {}
+        for info in self.nodes:
+            for key in info.claims:
+                out.setdefault(key, set()).add(info.name)
+        return {k: frozenset(v) for k, v in out.items()}
+
+    def with_volumes(self, volumes: Volumes) -> Snapshot:
+        """The same nodes and pods with other claims, volumes and classes (a new generation)."""
+        out = self._copy()
+        object.__setattr__(out, "volumes", volumes)
+        return out
+
+    def with_namespaces(self, namespaces: Mapping[str, Mapping[str, str]]) -> Snapshot:
+        """The same nodes and pods with other namespace labels (a new generation)."""
+        out = self._copy()
+        object.__setattr__(out, "namespaces", namespaces)
+        return out
+
     def with_avoid(self, avoid: Mapping[str, frozenset[str]]) -> Snapshot:
         """The same nodes and pods, with another map of nodes to avoid (no new generation: filters ignore it)."""
-        out = self._replace_node(0, self.nodes[0], same_node=True) if self.nodes else Snapshot()
+        out = self._copy()
         object.__setattr__(out, "generation", self.generation)
         object.__setattr__(out, "avoid", avoid)
         return out
+
+    def _copy(self) -> Snapshot:
+        """The same nodes and pods under a new generation (callers then set one field)."""
+        if self.nodes:
+            return self._replace_node(0, self.nodes[0], same_node=True)
+        return Snapshot((), self.namespaces, next(_generations), self.avoid, self.volumes)
 
     def get(self, name: str) -> NodeInfo | None:
         i = self._index.get(name)  # type: ignore[attr-defined]
@@ -266,6 +309,7 @@ class Snapshot:
         object.__setattr__(out, "nodes", nodes)
         object.__setattr__(out, "namespaces", self.namespaces)
         object.__setattr__(out, "avoid", self.avoid)
+        object.__setattr__(out, "volumes", self.volumes)
         object.__setattr__(out, "generation", next(_generations))
         object.__setattr__(out, "_index", self._index)  # type: ignore[attr-defined]
         if same_node and "image_spread" in self.__dict__:
@@ -287,5 +331,6 @@ class Snapshot:
         name = (node.get("metadata") or {}).get("name")
         i = self._index.get(name)  # type: ignore[attr-defined]
         if i is None:
-            return Snapshot(self.nodes + (NodeInfo.build(node),), self.namespaces, next(_generations), self.avoid)
+            return Snapshot(self.nodes + (NodeInfo.build(node),), self.namespaces, next(_generations), self.avoid,
+                            self.volumes)
         return self._replace_node(i, NodeInfo.build(node, self.nodes[i].pods))

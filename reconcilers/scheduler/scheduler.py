@@ -2,10 +2,18 @@
 
 Fed by informers (through eventplane.client only): every pod — pending pods
 whose spec.schedulerName is this scheduler's go to the SchedulingQueue, bound
-pods to the NodeCache — plus nodes, PriorityClasses and PodDisruptionBudgets.
+pods to the NodeCache — plus nodes, PriorityClasses, PodDisruptionBudgets,
+namespaces (their labels, for namespaceSelector), PersistentVolumeClaims,
+PersistentVolumes and StorageClasses (the volume filters); and, once at start,
+the pod events of the last AVOID_SECONDS replayed from the log (a watch from
+that position), so that a restarted scheduler (or a new leader) still avoids
+the nodes where a controller's pods recently failed to start.
 Consumes the pure pipeline (batch.place over pipeline.schedule) and writes
 through the API:
 
+- the annotation volume.kubernetes.io/selected-node on each unbound
+  WaitForFirstConsumer claim of a placed pod, before its binding (kube's
+  PreBind), so the provisioner makes the volume on that node;
 - `pods/binding` for each placed pod, with causation = the position of the
   pod's event that the decision read (DESIGN invariant 10). The pod is assumed
   in the cache at decision time, and bindings run concurrently (bounded), so
@@ -44,8 +52,10 @@ from reconcilers.informer import SharedInformerFactory, causation_of
 from reconcilers.leaderelection import LeaderElector
 
 from . import preemption
+from . import volumes as vol
 from .batch import ClassStates, Placement, place
 from .cache import NodeCache
+from .explain import fit_error
 from .filters import DEFAULT_FILTERS
 from .pipeline import Cache, Options
 from .queue import ANY, QueuedPod, SchedulingQueue
@@ -67,10 +77,15 @@ START_FAILURES = frozenset({"CrashLoopBackOff", "ErrImagePull", "ImagePullBackOf
                             "RunContainerError"})
 
 # Which filters an event may satisfy (kube's queueing hints): a pod rejected only by others stays put.
-RESOURCES_FREED = ("NodeResourcesFit", "NodePorts", "InterPodAffinity", "PodTopologySpread")
+RESOURCES_FREED = ("NodeResourcesFit", "NodePorts", "InterPodAffinity", "PodTopologySpread",
+                   "VolumeRestrictions", "VolumeBinding")
 POD_ADDED = ("InterPodAffinity", "PodTopologySpread")
+VOLUME_HELPS = ("VolumeRestrictions", "VolumeBinding", "VolumeZone")   # a claim, volume or class changed
+NAMESPACE_HELPS = ("InterPodAffinity",)                                  # a namespace's labels changed
+REPLAY_IDLE = 0.5      # seconds without a replayed event after which the replay of recent failures ends
+REPLAY_TIMEOUT = 10.0  # the most the start waits for that replay
 NODE_CHANGE_HELPS = {
-    "labels": ("NodeAffinity", "InterPodAffinity", "PodTopologySpread"),
+    "labels": ("NodeAffinity", "InterPodAffinity", "PodTopologySpread", "VolumeBinding", "VolumeZone"),
     "taints": ("TaintToleration",),
     "unschedulable": ("NodeUnschedulable",),
     "allocatable": ("NodeResourcesFit",),
@@ -131,6 +146,10 @@ class Scheduler:
         self.nodes = self.informers.informer("nodes")
         self.priority_classes = self.informers.informer("priorityclasses.scheduling.k8s.io")
         self.pdbs = self.informers.informer("poddisruptionbudgets.policy")
+        self.namespaces = self.informers.informer("namespaces")
+        self.claims = self.informers.informer("persistentvolumeclaims")
+        self.pvs = self.informers.informer("persistentvolumes")
+        self.storage_classes = self.informers.informer("storageclasses.storage.k8s.io")
         self.queue = SchedulingQueue(priority_of=self.priority_of)
         self.cache = NodeCache()
         self.memo = Cache()
@@ -204,10 +223,49 @@ class Scheduler:
             return   # placed already; its binding is in flight
         self.queue.add(key, pod)
 
-    def _note_failure(self, pod: Obj) -> None:
+    def _note_failure(self, pod: Obj, age: float = 0.0) -> None:
+        """Pods of this pod's controller avoid its node for AVOID_SECONDS from the failure, `age` seconds ago."""
         uid = controller_uid(pod)
-        if uid:
-            self.failures.setdefault(uid, {})[pod["spec"]["nodeName"]] = time.monotonic() + AVOID_SECONDS
+        if uid and age < AVOID_SECONDS:
+            nodes = self.failures.setdefault(uid, {})
+            node = pod["spec"]["nodeName"]
+            nodes[node] = max(nodes.get(node, 0.0), time.monotonic() + AVOID_SECONDS - age)
+
+    async def recall_failures(self) -> int:
+        """Failed-node avoidance from the event log: the pod events of the last AVOID_SECONDS, replayed by
+        a watch from the position of that moment, noted as they would have been live (deleted pods
+        included). A failure's moment is the newest managedFields time of the pod's version, else now.
+        Ends at the head of the log when the positions query was made, or after REPLAY_IDLE seconds
+        without an event. Returns how many failed pod versions were seen."""
+        try:
+            pos = await self.client.query("positions", {"at": f"-{int(AVOID_SECONDS)}s"})
+            start, head = int(pos["resourceVersion"]), int(pos["head"])
+        except (errors.EventplaneError, KeyError, ValueError, TypeError) as exc:
+            log.info("%s: recent failures not read from the log: %s", self.name, exc)
+            return 0
+        if start >= head:
+            return 0
+        seen = 0
+        # Position 0 (the window reaches before the log's first event) would mean "now" to a watch: start
+        # after the first event instead, which is never a pod that failed on a node.
+        watch = self.client.watch(self.pods_resource, all_namespaces=True, resource_version=str(max(start, 1)))
+        try:
+            while True:
+                try:
+                    kind, pod = await asyncio.wait_for(watch.__anext__(), REPLAY_IDLE)
+                except (StopAsyncIteration, TimeoutError):
+                    break
+                if kind in ("ADDED", "MODIFIED") and (pod.get("spec") or {}).get("nodeName") \
+                        and failed_to_start(pod):
+                    self._note_failure(pod, age=_age(pod))
+                    seen += 1
+                if int(_meta(pod).get("resourceVersion") or 0) >= head:
+                    break
+        except errors.EventplaneError as exc:   # the window reaches before what the log keeps
+            log.info("%s: recent failures not read from the log: %s", self.name, exc)
+        finally:
+            await watch.aclose()
+        return seen
 
     def avoid(self) -> dict[str, frozenset[str]]:
         """Controller uid -> nodes its pods should avoid now; expired entries are dropped."""
@@ -241,6 +299,16 @@ class Scheduler:
     def _on_node_delete(self, node: Obj) -> None:
         self.cache.delete_node(node["metadata"]["name"])
 
+    def _on_namespace(self, ns: Obj, old: Obj | None = None) -> None:
+        if self.cache.set_namespace(ns):
+            self.queue.move(NAMESPACE_HELPS)
+
+    def _on_volume_object(self, kind: str, obj: Obj, *, deleted: bool = False) -> None:
+        meta = _meta(obj)
+        key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}" if kind == "claims" else meta.get("name")
+        self.cache.set_volume_object(kind, None if deleted else obj, key)
+        self.queue.move(VOLUME_HELPS)
+
     def _on_priority_class(self, *_: Obj) -> None:
         """A class's value changed (or it appeared): waiting pods of that class take their new place."""
         for key, qp in list(self.queue.pods.items()):
@@ -257,6 +325,12 @@ class Scheduler:
         self.pods.add_handler(on_add=self._on_pod, on_update=lambda o, n: self._on_pod(n, o),
                               on_delete=self._on_pod_delete)
         self.pdbs.add_handler(on_add=lambda *_: None)
+        self.namespaces.add_handler(on_add=self._on_namespace, on_update=lambda o, n: self._on_namespace(n, o),
+                                    on_delete=lambda ns: self.cache.delete_namespace(_meta(ns).get("name") or ""))
+        for kind, informer in (("claims", self.claims), ("pvs", self.pvs), ("classes", self.storage_classes)):
+            informer.add_handler(on_add=lambda o, k=kind: self._on_volume_object(k, o),
+                                 on_update=lambda _, n, k=kind: self._on_volume_object(k, n),
+                                 on_delete=lambda o, k=kind: self._on_volume_object(k, o, deleted=True))
 
     # --- running ---
 
@@ -268,7 +342,10 @@ class Scheduler:
                    for i in range(EVENT_WRITERS if self.events_enabled else 0)]
         try:
             self.pods_resource = await self.client.resolve("pods")
+            recall = asyncio.create_task(asyncio.wait_for(self.recall_failures(), REPLAY_TIMEOUT))
             await self.informers.wait_synced(sync_timeout)
+            with contextlib.suppress(TimeoutError):
+                await recall
             log.info("%s: synced %d nodes, %d pending pods", self.name, len(self.cache), len(self.queue))
             while True:
                 await self.queue.wait()
@@ -327,6 +404,7 @@ class Scheduler:
         binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns},
                    "target": {"apiVersion": "v1", "kind": "Node", "name": pl.node}}
         async with self._binders:
+            await self._select_node(qp.pod, pl.node, causation)
             try:
                 await self.client.create_subresource(self.pods_resource, name, "binding", binding, namespace=ns,
                                                      causation=causation)
@@ -354,6 +432,23 @@ class Scheduler:
         if self.keep_stats:
             self.stats.bound_at[qp.key] = time.monotonic()
         self._event(qp.pod, "Normal", "Scheduled", pl.record["message"], "Binding", pl.record, causation)
+
+    async def _select_node(self, pod: Obj, node: str, causation: int | None) -> None:
+        """kube's PreBind for volumes: each unbound WaitForFirstConsumer claim of the pod is annotated
+        volume.kubernetes.io/selected-node, so the provisioner makes its volume there (the binder reads
+        it). Until the annotation is seen, the claim's user on that node holds the others there."""
+        if not vol.has_claims(pod):
+            return
+        for claim in vol.resolve(pod, self.cache.volumes):
+            if claim.kind != "wait" or claim.selected is not None:
+                continue
+            ns, name = claim.key.split("/", 1)
+            try:
+                await self.client.patch("persistentvolumeclaims", name,
+                                        {"metadata": {"annotations": {vol.SELECTED_NODE: node}}},
+                                        namespace=ns, type="merge", causation=causation)
+            except errors.EventplaneError as exc:
+                log.info("%s: selecting node %s for claim %s: %s", self.name, node, claim.key, exc)
 
     def _failed(self, qp: QueuedPod, pl: Placement, causation: int | None) -> None:
         record = pl.record
@@ -488,10 +583,28 @@ class Scheduler:
         await self._events.join()
 
 
+def _age(pod: Obj) -> float:
+    """Seconds since this version of the pod was written (its newest managedFields time), 0 if unknown."""
+    times = [m.get("time") for m in _meta(pod).get("managedFields") or [] if m.get("time")]
+    if not times:
+        return 0.0
+    try:
+        when = datetime.strptime(max(times)[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return 0.0
+    return max((datetime.now(timezone.utc) - when).total_seconds(), 0.0)
+
+
 def _no_preemption(record: dict) -> str:
-    """kube's suffix when preemption cannot help: "0/N nodes are available: N No preemption victims found …"."""
+    """kube's suffix when preemption cannot help: "0/N nodes are available: N No preemption victims found …",
+    where nodes rejected by a filter no eviction can cure (or a PreFilter) count as "Preemption is not
+    helpful for scheduling" (nodesWherePreemptionMightHelp)."""
     n = record["nodes"]
-    return f"0/{n} nodes are available: {n} No preemption victims found for incoming pod."
+    hopeless = n if record.get("prefilter") else sum(
+        g["count"] for g in record.get("rejected") or () if g["filter"] in preemption.UNRESOLVABLE)
+    counts = {"No preemption victims found for incoming pod": n - hopeless,
+              "Preemption is not helpful for scheduling": hopeless}
+    return fit_error(n, {reason: count for reason, count in counts.items() if count})
 
 
 async def run_scheduler(client: Client, *, identity: str, scheduler_name: str = DEFAULT_SCHEDULER_NAME,

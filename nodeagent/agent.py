@@ -308,7 +308,8 @@ async def run_nodeagent(client: Client, nats_url: str | None, *, node_name: str,
     """Run a node agent until cancelled. `runtime`: "docker", "process", a Runtime, or None to pick
     Docker when its socket answers; `pod_manifest_path`: a folder of static pod manifests;
     `proxy_services`: also run the userspace service proxy (serviceproxy.py), which adds ClusterIPs to
-    `lo`. Cancelling leaves every container running."""
+    `lo` and answers cluster DNS (dns.py) on kube-dns's, the pods' nameserver then. Cancelling leaves
+    every container running."""
     rt = runtime if runtime is not None and not isinstance(runtime, str) else \
         await choose_runtime(runtime, node_name, allow_privileged=allow_privileged, data_dir=data_dir)
     agent = NodeAgent(client, node_name=node_name, runtime=rt, nats_url=nats_url, zone=zone, data_dir=data_dir,
@@ -317,8 +318,11 @@ async def run_nodeagent(client: Client, nats_url: str | None, *, node_name: str,
     if not proxy_services:
         await agent.run()
         return
+    from .dns import DNS_SERVICE_IP
     from .serviceproxy import ServiceProxy
 
+    if hasattr(rt, "cluster_dns"):      # the proxy answers DNS on kube-dns's address: pods are pointed at it
+        rt.cluster_dns = [DNS_SERVICE_IP]
     proxy = asyncio.create_task(ServiceProxy(client).run(), name="nodeagent:service-proxy")
     try:
         await agent.run()

@@ -1,23 +1,34 @@
 """A userspace service proxy, as kube-proxy's old userspace mode was: a Service's ClusterIP:port
-reaches its ready endpoints, round-robin.
+reaches its ready endpoints, round-robin; and the cluster's DNS (dns.py) on the `kube-dns` Service's
+ClusterIP.
 
     await ServiceProxy(client).run()        # until cancelled; run_nodeagent(..., proxy_services=True)
 
 Fed by two informers through the agent's client: Services (their ClusterIP and ports) and
 EndpointSlices (indexed by their kubernetes.io/service-name label; written by the EndpointSlice
-controller). For every TCP port of a Service that has a ClusterIP (types ClusterIP, NodePort and
-LoadBalancer; headless and ExternalName Services have none) the proxy makes the ClusterIP local
-(`ip addr add <IP>/32 dev lo label lo:eventplane`), listens on ClusterIP:port, and splices each
-accepted connection, both ways, to the next endpoint whose `conditions.ready` is true (never a
-not-ready one), round-robin; `sessionAffinity: ClientIP` keeps a client on its endpoint for
-`timeoutSeconds`. The endpoints are read from the informer's cache at each connection, so a change
-of endpoints applies to the next connection without any restart. A Service that goes (or loses a
-port, or changes its ClusterIP) has its listeners closed and the addresses the proxy added removed;
-stopping the proxy does the same for all of them.
+controller). For every TCP and UDP port of a Service that has a ClusterIP (types ClusterIP, NodePort
+and LoadBalancer; headless and ExternalName Services have none) the proxy makes the ClusterIP local
+(`ip addr add <IP>/32 dev lo label lo:eventplane`), checks with the kernel's route lookup (`ip route
+get <IP>` answering `local`) that it is, and refuses to serve the address otherwise; then it listens
+on ClusterIP:port.
 
-Left out: UDP and SCTP ports (logged and skipped: a userspace UDP proxy needs per-client sessions),
-nodePorts, externalIPs, load balancer IPs, topology hints and internalTrafficPolicy. The proxy
-changes the host's addresses, so the agent runs it only when asked (`--proxy-services`).
+TCP: each accepted connection is spliced, both ways, to the next endpoint whose `conditions.ready` is
+true (never a not-ready one), round-robin; `sessionAffinity: ClientIP` keeps a client on its
+endpoint for `timeoutSeconds`. UDP: a datagram from a client address with no flow opens one — a
+socket connected to the next ready endpoint — and the endpoint's replies go back to the client from
+ClusterIP:port; a flow idle for UDP_IDLE seconds is closed, and one whose endpoint is no longer
+ready (or refused a datagram) is closed at its client's next datagram, which opens a flow to another
+endpoint. The endpoints are read from the informer's cache at each connection or datagram, so a
+change of endpoints applies at once, without any restart. A Service that goes (or loses a port, or
+changes its ClusterIP) has its listeners closed and the addresses the proxy added removed; stopping
+the proxy does the same for all of them.
+
+DNS (`dns=True`, the default): port 53 of the Service `kube-system/kube-dns` is not proxied but
+answered by a DnsServer of this process on that ClusterIP (UDP and TCP), from the same two caches.
+
+Left out: SCTP ports (logged and skipped), nodePorts (the API server allocates none), externalIPs,
+load balancer IPs, topology hints and internalTrafficPolicy. The proxy changes the host's addresses,
+so the agent runs it only when asked (`--proxy-services`).
 """
 from __future__ import annotations
 
@@ -31,6 +42,8 @@ from typing import Any
 from eventplane.client import Client
 from reconcilers.informer import Informer, key_of
 
+from .dns import DNS_PORT, DNS_SERVICE, DnsServer, Resolver
+
 log = logging.getLogger("eventplane.nodeagent.serviceproxy")
 
 SERVICE_NAME = "kubernetes.io/service-name"
@@ -41,6 +54,10 @@ BUFFER = 64 * 1024
 RESYNC = 30.0                    # seconds between syncs without any change
 AFFINITY_CAP = 4096              # clients remembered per listener before the expired ones are dropped
 DEFAULT_AFFINITY = 10800         # seconds: sessionAffinityConfig.clientIP.timeoutSeconds's default
+UDP_IDLE = 30.0                  # seconds a UDP flow lives without a datagram either way (conntrack's unreplied timeout)
+UDP_FLOWS = 4096                 # flows per listener; past that the least recently opened goes
+UDP_QUEUE = 64                   # datagrams held per flow while its socket to the endpoint opens
+PROTOCOLS = ("TCP", "UDP")
 
 Obj = dict[str, Any]
 
@@ -61,15 +78,15 @@ def cluster_ip(service: Obj) -> str | None:
     return ip
 
 
-def ready_endpoints(slices: list[Obj], port_name: str) -> list[tuple[str, int]]:
-    """(address, port) of the ready endpoints of one Service port (by its name, "" when unnamed) across
-    a Service's slices, sorted: the round-robin order."""
+def ready_endpoints(slices: list[Obj], port_name: str, protocol: str = "TCP") -> list[tuple[str, int]]:
+    """(address, port) of the ready endpoints of one Service port (by its name, "" when unnamed, and
+    its protocol) across a Service's slices, sorted: the round-robin order."""
     out: set[tuple[str, int]] = set()
     for s in slices:
         if s.get("addressType", "IPv4") != "IPv4":
             continue
         number = next((p.get("port") for p in s.get("ports") or []
-                       if (p.get("name") or "") == port_name and (p.get("protocol") or "TCP") == "TCP"), None)
+                       if (p.get("name") or "") == port_name and (p.get("protocol") or "TCP") == protocol), None)
         if not number:
             continue
         for e in s.get("endpoints") or []:
@@ -86,19 +103,40 @@ class Listener:
     port_name: str
     ip: str
     port: int
+    protocol: str = "TCP"
     server: asyncio.base_events.Server | None = None
+    udp: asyncio.DatagramTransport | None = None
+    flows: dict[tuple[str, int], Flow] = field(default_factory=dict)                   # UDP: client -> flow
     next: int = 0                   # round-robin position
     affinity: dict[str, tuple[tuple[str, int], float]] = field(default_factory=dict)   # client IP -> (endpoint, last use)
 
 
+@dataclass
+class Flow:
+    """One UDP client of one listener, and the socket connected to its endpoint."""
+    listener: Listener
+    client: tuple[str, int]
+    endpoint: tuple[str, int]
+    last: float
+    transport: asyncio.DatagramTransport | None = None
+    queue: list[bytes] = field(default_factory=list)     # datagrams sent before the socket opened
+    closed: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
 class ServiceProxy:
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, dns: bool = True, dns_port: int = DNS_PORT) -> None:
         self.client = client
         self.services = Informer(client, "services")
         self.slices = Informer(client, "endpointslices", indexers={"service": _by_service})
-        self.listeners: dict[tuple[str, int], Listener] = {}     # (ClusterIP, port) -> listener
+        self.listeners: dict[tuple[str, int, str], Listener] = {}  # (ClusterIP, port, protocol) -> listener
         self.added: set[str] = set()                              # addresses this proxy put on lo
         self.ready = asyncio.Event()                              # set after the first sync of listeners
+        self.dns_enabled = dns
+        self.dns_port = dns_port
+        self.dns: DnsServer | None = None                         # on the kube-dns Service's ClusterIP
+        self.resolver = Resolver(self.services.store.get, lambda key: self.slices.store.by_index("service", key),
+                                 self.services.store.list)
         self._changed = asyncio.Event()
         self._connections: set[asyncio.Task[None]] = set()
         self._skipped: set[tuple[str, str, int]] = set()          # (service, protocol, port) logged once
@@ -134,9 +172,17 @@ class ServiceProxy:
 
     # --- listeners ---
 
-    def desired(self) -> dict[tuple[str, int], tuple[str, str]]:
-        """(ClusterIP, port) -> (service key, port name) for every TCP port of every Service with a ClusterIP."""
-        out: dict[tuple[str, int], tuple[str, str]] = {}
+    def dns_address(self) -> str | None:
+        """The address DNS is served on: the kube-dns Service's ClusterIP, when serving DNS."""
+        if not self.dns_enabled:
+            return None
+        svc = self.services.store.get(DNS_SERVICE)
+        return cluster_ip(svc) if svc is not None else None
+
+    def desired(self) -> dict[tuple[str, int, str], tuple[str, str]]:
+        """(ClusterIP, port, protocol) -> (service key, port name) for every TCP and UDP port of every
+        Service with a ClusterIP, but the DNS port of kube-dns when this proxy answers DNS itself."""
+        out: dict[tuple[str, int, str], tuple[str, str]] = {}
         for svc in self.services.store.list():
             ip = cluster_ip(svc)
             if ip is None:
@@ -144,46 +190,74 @@ class ServiceProxy:
             key = key_of(svc)
             for p in (svc.get("spec") or {}).get("ports") or []:
                 protocol = p.get("protocol") or "TCP"
-                if protocol != "TCP":
+                if protocol not in PROTOCOLS:
                     if (key, protocol, p.get("port")) not in self._skipped:
                         self._skipped.add((key, protocol, p.get("port")))
-                        log.info("service %s: %s port %s is not proxied (TCP only)", key, protocol, p.get("port"))
+                        log.info("service %s: %s port %s is not proxied (TCP and UDP only)", key, protocol,
+                                 p.get("port"))
                     continue
+                if key == DNS_SERVICE and self.dns_enabled and p.get("port") == DNS_PORT:
+                    continue                                  # answered by self.dns
                 if isinstance(p.get("port"), int):
-                    out[(ip, p["port"])] = (key, p.get("name") or "")
+                    out[(ip, p["port"], protocol)] = (key, p.get("name") or "")
         return out
 
     async def sync(self) -> None:
         want = self.desired()
+        dns_ip = self.dns_address()
         for addr, lst in list(self.listeners.items()):
             if want.get(addr) != (lst.service, lst.port_name):
                 await self._close(lst)
+        if self.dns is not None and self.dns.ip != dns_ip:
+            self.dns.close()
+            log.info("cluster DNS: no longer served on %s", self.dns.ip)
+            self.dns = None
         for ip in list(self.added):
-            if not any(a[0] == ip for a in want):
+            if ip != dns_ip and not any(a[0] == ip for a in want):
                 await self._remove_address(ip)
-        for (ip, port), (service, port_name) in want.items():
-            if (ip, port) in self.listeners:
+        for (ip, port, protocol), (service, port_name) in want.items():
+            if (ip, port, protocol) in self.listeners:
                 continue
-            lst = Listener(service, port_name, ip, port)
+            lst = Listener(service, port_name, ip, port, protocol)
             try:
                 await self._add_address(ip)
-                lst.server = await asyncio.start_server(lambda r, w, lst=lst: self._accept(lst, r, w), ip, port,
-                                                        reuse_address=True)
+                if protocol == "UDP":
+                    lst.udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                        lambda lst=lst: _UdpFront(self, lst), local_addr=(ip, port))
+                else:
+                    lst.server = await asyncio.start_server(lambda r, w, lst=lst: self._accept(lst, r, w), ip, port,
+                                                            reuse_address=True)
             except OSError as exc:
-                log.warning("service %s: cannot listen on %s:%d: %s", service, ip, port, exc)
+                log.warning("service %s: cannot listen on %s:%d/%s: %s", service, ip, port, protocol, exc)
                 continue
-            self.listeners[(ip, port)] = lst
-            log.info("service %s: proxying %s:%d (port %r)", service, ip, port, port_name)
+            self.listeners[(ip, port, protocol)] = lst
+            log.info("service %s: proxying %s:%d/%s (port %r)", service, ip, port, protocol, port_name)
+        if dns_ip is not None and self.dns is None:
+            server = DnsServer(self.resolver, dns_ip, self.dns_port)
+            try:
+                await self._add_address(dns_ip)
+                await server.start()
+            except OSError as exc:
+                log.warning("cluster DNS: cannot serve on %s:%d: %s", dns_ip, self.dns_port, exc)
+            else:
+                self.dns = server
 
     async def _close(self, lst: Listener) -> None:
-        self.listeners.pop((lst.ip, lst.port), None)
+        self.listeners.pop((lst.ip, lst.port, lst.protocol), None)
         if lst.server is not None:
             lst.server.close()      # connections already accepted go on (not wait_closed: it waits for them)
-        log.info("service %s: no longer proxying %s:%d", lst.service, lst.ip, lst.port)
+        if lst.udp is not None:
+            for flow in list(lst.flows.values()):
+                self._end_flow(flow)
+            lst.udp.close()
+        log.info("service %s: no longer proxying %s:%d/%s", lst.service, lst.ip, lst.port, lst.protocol)
 
     async def _close_all(self) -> None:
         for lst in list(self.listeners.values()):
             await self._close(lst)
+        if self.dns is not None:
+            self.dns.close()
+            self.dns = None
         for t in list(self._connections):
             t.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
@@ -193,19 +267,22 @@ class ServiceProxy:
     # --- addresses on lo ---
 
     async def _add_address(self, ip: str) -> None:
-        if ip in self.added:
-            return
-        code, err = await _ip("addr", "add", f"{ip}/32", "dev", "lo", "label", LABEL)
-        if code == 0:
-            self.added.add(ip)
-            return
-        if "File exists" not in err:
-            raise OSError(f"ip addr add {ip}/32 dev lo: {err.strip()}")
-        # There already: ours (left by an agent that was killed) when it carries our label, else not ours
-        # and never removed.
-        _, out = await _ip("-o", "addr", "show", "dev", "lo", "to", f"{ip}/32")
-        if LABEL in out:
-            self.added.add(ip)
+        """Make `ip` local, and make sure the kernel routes it here: raises OSError when it does not."""
+        if ip not in self.added:
+            code, err = await _ip("addr", "add", f"{ip}/32", "dev", "lo", "label", LABEL)
+            if code == 0:
+                self.added.add(ip)
+            elif "File exists" not in err:
+                raise OSError(f"ip addr add {ip}/32 dev lo: {err.strip()}")
+            else:
+                # There already: ours (left by an agent that was killed) when it carries our label, else
+                # not ours and never removed.
+                _, out = await _ip("-o", "addr", "show", "dev", "lo", "to", f"{ip}/32")
+                if LABEL in out:
+                    self.added.add(ip)
+        _, route = await _ip("route", "get", ip)
+        if not route.startswith("local "):
+            raise OSError(f"{ip} is on lo but the kernel does not route it here ({route.strip()}): not serving it")
 
     async def _remove_address(self, ip: str) -> None:
         self.added.discard(ip)
@@ -213,13 +290,87 @@ class ServiceProxy:
         if code != 0 and "Cannot assign" not in err:
             log.warning("ip addr del %s/32 dev lo: %s", ip, err.strip())
 
+    # --- UDP ---
+
+    def _datagram(self, lst: Listener, data: bytes, client: tuple[str, int]) -> None:
+        """A datagram from a client: onto its flow, or a new flow to the next ready endpoint."""
+        now = time.monotonic()
+        flow = lst.flows.get(client)
+        if flow is not None and not flow.closed:
+            ready = ready_endpoints(self.slices.store.by_index("service", lst.service), lst.port_name, "UDP")
+            if flow.endpoint not in ready:
+                self._end_flow(flow)         # its endpoint stopped being ready: the next one takes over
+                flow = None
+        if flow is None or flow.closed:
+            endpoint = self.pick(lst, client[0], set())
+            if endpoint is None:
+                log.debug("service %s: no ready endpoint for a datagram to %s:%d", lst.service, lst.ip, lst.port)
+                return
+            if len(lst.flows) >= UDP_FLOWS:
+                self._end_flow(next(iter(lst.flows.values())))
+            flow = Flow(lst, client, endpoint, now, queue=[data])
+            lst.flows[client] = flow
+            task = asyncio.ensure_future(self._open_flow(flow))
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
+            return
+        flow.last = now
+        if flow.transport is None:
+            if len(flow.queue) < UDP_QUEUE:
+                flow.queue.append(data)
+        else:
+            flow.transport.sendto(data)
+
+    async def _open_flow(self, flow: Flow) -> None:
+        try:
+            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                lambda: _UdpBack(self, flow), remote_addr=flow.endpoint)
+        except OSError as exc:
+            log.info("service %s: endpoint %s:%d: %s", flow.listener.service, *flow.endpoint, exc)
+            self._end_flow(flow)
+            return
+        if flow.closed:
+            transport.close()
+            return
+        flow.transport = transport
+        for data in flow.queue:
+            transport.sendto(data)
+        flow.queue.clear()
+        self._arm(flow)
+
+    def _arm(self, flow: Flow) -> None:
+        left = flow.last + UDP_IDLE - time.monotonic()
+        if left <= 0:
+            self._end_flow(flow)
+        else:
+            flow.timer = asyncio.get_running_loop().call_later(left, self._arm, flow)
+
+    def _reply(self, flow: Flow, data: bytes) -> None:
+        """A datagram from the endpoint: back to the client, from ClusterIP:port."""
+        lst = flow.listener
+        if flow.closed or lst.udp is None or lst.udp.is_closing():
+            return
+        flow.last = time.monotonic()
+        lst.udp.sendto(data, flow.client)
+
+    def _end_flow(self, flow: Flow) -> None:
+        if flow.closed:
+            return
+        flow.closed = True
+        if flow.listener.flows.get(flow.client) is flow:
+            del flow.listener.flows[flow.client]
+        if flow.timer is not None:
+            flow.timer.cancel()
+        if flow.transport is not None:
+            flow.transport.close()
+
     # --- connections ---
 
     def pick(self, lst: Listener, client_ip: str | None, tried: set[tuple[str, int]]) -> tuple[str, int] | None:
         """The next ready endpoint not tried yet for this connection: round-robin, or the client's
         endpoint under sessionAffinity ClientIP."""
-        endpoints = [e for e in ready_endpoints(self.slices.store.by_index("service", lst.service), lst.port_name)
-                     if e not in tried]
+        endpoints = [e for e in ready_endpoints(self.slices.store.by_index("service", lst.service), lst.port_name,
+                                                lst.protocol) if e not in tried]
         if not endpoints:
             return None
         svc = self.services.store.get(lst.service) or {}
@@ -276,6 +427,35 @@ class ServiceProxy:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+class _UdpFront(asyncio.DatagramProtocol):
+    """ClusterIP:port of a UDP Service port."""
+
+    def __init__(self, proxy: ServiceProxy, lst: Listener) -> None:
+        self.proxy, self.lst = proxy, lst
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.proxy._datagram(self.lst, data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("service %s: %s", self.lst.service, exc)
+
+
+class _UdpBack(asyncio.DatagramProtocol):
+    """A flow's socket, connected to its endpoint."""
+
+    def __init__(self, proxy: ServiceProxy, flow: Flow) -> None:
+        self.proxy, self.flow = proxy, flow
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.proxy._reply(self.flow, data)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and the like: this endpoint does not take datagrams; the client's next
+        # one opens a flow to the next endpoint.
+        log.info("service %s: endpoint %s:%d: %s", self.flow.listener.service, *self.flow.endpoint, exc)
+        self.proxy._end_flow(self.flow)
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

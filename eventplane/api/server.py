@@ -40,6 +40,7 @@ BOOTSTRAP_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-leas
 CRD = ("apiextensions.k8s.io", "customresourcedefinitions")
 NAMESPACES = ("", "namespaces")
 KUBERNETES_SERVICE_IP = "10.96.0.1"
+DNS_SERVICE_IP = "10.96.0.10"  # kube-system/kube-dns: the node agents answer cluster DNS there (nodeagent/dns.py)
 GC_THRESHOLD = 10_000  # allocations between two collections of the youngest generation (Python: 700)
 
 
@@ -235,5 +236,21 @@ class ApiServer:
                                         "targetPort": self.config.port}]}}, system, WriteOptions())
             except errors.AlreadyExistsError:
                 pass
+        # `kube-dns`, as kubeadm installs it but with no selector: no DNS pod runs, the node agents that
+        # proxy Services answer on its address themselves.
+        if await self.store.get(stream_of(svc, "kube-system", "kube-dns")) is None:
+            try:
+                await self.registry.create(svc, "kube-system", {
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS",
+                                                                "kubernetes.io/cluster-service": "true"}},
+                    "spec": {"clusterIP": DNS_SERVICE_IP, "type": "ClusterIP",
+                             "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                                       {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53}]}},
+                    system, WriteOptions())
+            except errors.AlreadyExistsError:
+                pass
+            except errors.InvalidError as exc:     # its address taken by a Service made before this bootstrap
+                log.warning("kube-dns not created: %s", exc)
         priority_classes = self.catalog.get("scheduling.k8s.io", "v1", "priorityclasses")
         await self.registry.admission.bootstrap(self.registry, priority_classes, system, WriteOptions())

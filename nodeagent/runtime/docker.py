@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from ..dns import dns_host_config
 from . import (APP, CONTAINER_NAME, GRACE, INFRA, MANAGED, NODE, POD_NAME, POD_NAMESPACE, POD_UID, RESTART_COUNT,
                ROLE, SPEC_HASH, ContainerConfig, ContainerRecord, ContainerStartError, ImagePullError)
 from .dockerapi import DockerApi, DockerError, DockerUnavailable
@@ -47,6 +48,7 @@ class DockerRuntime:
         self.api = api or DockerApi()
         self.pause_image = pause_image
         self.allow_privileged = allow_privileged
+        self.cluster_dns: list[str] = []     # the pods' nameservers under dnsPolicy ClusterFirst (dns.py), when served
         self._pause_ready = asyncio.Lock()
         self._pause_checked = False
         self._version = ""
@@ -143,7 +145,8 @@ class DockerRuntime:
         attempt = int(labels.get(RESTART_COUNT, "0"))
         name = f"k8s_POD_{meta['name']}_{meta.get('namespace', '')}_{meta['uid']}_{attempt}"
         host_config: dict[str, Any] = {"IpcMode": "shareable", "RestartPolicy": {"Name": "no"},
-                                       "NetworkMode": "host" if spec.get("hostNetwork") else "bridge"}
+                                       "NetworkMode": "host" if spec.get("hostNetwork") else "bridge",
+                                       **dns_host_config(pod, self.cluster_dns)}   # the pod's resolv.conf is the infra's
         config: dict[str, Any] = {"Image": self.pause_image, "Entrypoint": PAUSE_COMMAND, "Labels": labels,
                                   "HostConfig": host_config}
         if not spec.get("hostNetwork"):

@@ -55,7 +55,7 @@ def controllers_command(args: argparse.Namespace) -> int:
         names = resolve_names(args.controllers)
     except ValueError as exc:
         raise config.ConfigError(str(exc)) from None
-    # Without NATS: requests over REST, and no node lifecycle controller (it reads the node leases).
+    # Without NATS there is no node lifecycle controller: it reads the node leases.
     nats_url = options.optional_nats_url(args)
     stop = StopRequest().install()
 

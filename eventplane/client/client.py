@@ -237,7 +237,8 @@ class Client:
             raise ValueError("create_many: one causation per object")
         create_many = getattr(self.transport, "create_many", None)
         if create_many is not None:
-            op = Op("create", info, self._namespace(info, namespace), subresource=subresource)
+            # Without a namespace given, each object's own metadata.namespace (else "default") holds.
+            op = Op("create", info, namespace or "", subresource=subresource)
             try:
                 reply = await self._retrying(lambda: create_many(op, objs, causes), idempotent=False)
             except errors.RequestEntityTooLargeError:

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from eventplane.client import Client
+from eventplane.client.coalesce import Coalescer
 from eventplane.objects import errors
 from eventplane.objects.meta import parse_time
 from eventplane.objects.selectors import LabelSelector
@@ -315,6 +316,8 @@ class PodControl:
     def __init__(self, client: Client, *, field_manager: str | None = None) -> None:
         self.client = client
         self.field_manager = field_manager
+        # A slow-start batch's creates, made at once, go as one request (coalesce.py).
+        self._pods = Coalescer(client, "pods") if field_manager is None else None
 
     async def create_pod(self, template: Mapping[str, Any], owner: Mapping[str, Any], *, causation: int | None,
                          api_version: str | None = None, kind: str | None = None,
@@ -323,6 +326,8 @@ class PodControl:
                                 name=name)
         if not (pod["metadata"].get("labels")):
             raise errors.InvalidError("unable to create pods, no labels")
+        if self._pods is not None:
+            return await self._pods.create(pod, causation=causation)
         return await self.client.create(pod, namespace=pod["metadata"]["namespace"], causation=causation,
                                         field_manager=self.field_manager)
 

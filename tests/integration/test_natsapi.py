@@ -486,3 +486,21 @@ async def test_client_subresources_and_create_many(any_client, api):
     with pytest.raises(errors.ConflictError):
         await c.create_subresource("pods", "m1", "binding", binding("m1", "n3"))
     assert await c.create_many("pods", []) == []
+
+
+async def test_coalesced_creates_share_requests_and_keep_their_own_answers(any_client, api):
+    from eventplane.client.coalesce import Coalescer
+
+    cms = Coalescer(any_client, "configmaps", max_batch=16)
+    names = [f"co{i}" for i in range(40)] + ["co3", "Not_Valid"]
+    outcomes = await asyncio.gather(*(cms.create({**configmap(n), "metadata": {"name": n, "namespace": "default"}},
+                                                 causation=i + 1) for i, n in enumerate(names)),
+                                    return_exceptions=True)
+    assert [o["metadata"]["name"] for o in outcomes[:40]] == names[:40]
+    assert isinstance(outcomes[40], errors.AlreadyExistsError) and isinstance(outcomes[41], errors.InvalidError)
+    assert cms.requests == 3  # 42 creates in batches of at most 16
+    [event] = await api.server.store.read_stream(StreamId("", "configmaps", "default", "co7"))
+    assert event.causation == 8
+    # A create after the others have gone starts a request of its own.
+    assert (await cms.create(configmap("late") | {"metadata": {"name": "late", "namespace": "default"}}))
+    assert cms.requests == 4

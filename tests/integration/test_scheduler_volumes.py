@@ -187,3 +187,21 @@ async def _gone(c: Client, name: str) -> bool:
     except Exception:
         return True
     return False
+
+
+async def test_the_scheduler_itself_selects_the_node_and_the_write_names_the_pod_as_its_cause(api):
+    async with scheduling(api) as (c, s):   # no binder: only the scheduler writes the annotation
+        await c.create(node("n1", labels={"topology.kubernetes.io/zone": "z1"}))
+        await c.create(node("n2", cpu="8", labels={"topology.kubernetes.io/zone": "z2"}))
+        wffc = storage_class("zoned", "WaitForFirstConsumer")
+        wffc["allowedTopologies"] = [{"matchLabelExpressions": [
+            {"key": "topology.kubernetes.io/zone", "values": ["z1"]}]}]
+        await c.create(wffc)
+        await c.create(claim("data", "zoned"))
+        await c.create(with_claim(pod("db"), "data"))
+        assert await bound(c, "db") == {"db": "n1"}    # n2 is emptier, but the class may not provision there
+        pvc = await c.get("persistentvolumeclaims", "data", namespace="default")
+        assert pvc["metadata"]["annotations"][SELECTED] == "n1"
+        chain = await c.why("persistentvolumeclaims", "data", namespace="default")
+        steps = [(st["object"]["resource"], st["object"]["name"]) for st in chain["steps"]]
+        assert steps[-1] == ("persistentvolumeclaims", "data") and ("pods", "db") in steps[:-1]

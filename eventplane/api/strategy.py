@@ -216,10 +216,14 @@ RESET_OBJECT_META_FOR_STATUS = ("deletionTimestamp", "generation", "selfLink", "
 # Each kind's status strategy (PrepareForUpdate of its StatusStrategy): every kind keeps its spec —
 # all top-level fields but metadata and status — and these metadata fields of the stored object. The
 # rest of the metadata (labels, annotations, finalizers, ownerReferences) a status write may change,
-# as in Kubernetes. The kinds not named keep their spec alone: services, nodes, namespaces,
-# persistentvolumes, persistentvolumeclaims, resourcequotas, replicationcontrollers, replicasets,
-# statefulsets, daemonsets, jobs, cronjobs, poddisruptionbudgets.
+# as in Kubernetes. A built-in kind not named here is one of the newer kinds that opt in to
+# ResetObjectMetaForStatus.
 STATUS_KEEPS_METADATA: dict[tuple[str, str], tuple[str, ...]] = {
+    # Spec alone ("newX.Spec = oldX.Spec").
+    **{key: () for key in (("", "nodes"), ("", "services"), ("", "namespaces"), ("", "persistentvolumes"),
+                           ("", "persistentvolumeclaims"), ("", "resourcequotas"), ("", "replicationcontrollers"),
+                           ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"),
+                           ("batch", "jobs"), ("batch", "cronjobs"), ("policy", "poddisruptionbudgets"))},
     # podStatusStrategy: "don't allow the pods/status endpoint to touch owner references since old
     # kubelets corrupt them in a way that breaks garbage collection"; deletionTimestamp is reset too.
     ("", "pods"): ("deletionTimestamp", "ownerReferences"),
@@ -249,7 +253,7 @@ def prepare_status_update(info: ResourceInfo, new: dict[str, Any], old: dict[str
         for key, value in old.items():
             if key not in ("metadata", "status", "apiVersion", "kind"):
                 new[key] = copy.deepcopy(value)
-        for key in STATUS_KEEPS_METADATA.get((info.group, info.resource), ()):
+        for key in STATUS_KEEPS_METADATA.get((info.group, info.resource), RESET_OBJECT_META_FOR_STATUS):
             if key in om:
                 m[key] = copy.deepcopy(om[key])
             else:

@@ -74,7 +74,7 @@ class Admission:
     async def _ready(self) -> None:
         if self._loaded.is_set():
             return
-        if self._loading is None:   # no follower (or not yet): load once from the store
+        if self._loading is None or self._loading.done():   # no follower yet, or its load failed: load here
             self._loading = asyncio.ensure_future(self._load())
         await asyncio.shield(self._loading)
 

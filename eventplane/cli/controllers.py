@@ -37,12 +37,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--kubeconfig", metavar="FILE",
                    help="kubeconfig to use (default: the data directory's, else $KUBECONFIG or ~/.kube/config)")
     options.add_nats_url(p)
+    options.add_via(p)
     options.add_data_dir(p)
     p.set_defaults(func=controllers_command)
 
 
 def controllers_command(args: argparse.Namespace) -> int:
-    from eventplane.client import Client
     from reconcilers.controllers.registry import CONTROLLERS
     from reconcilers.manager import ControllerManager, resolve_names
 
@@ -60,7 +60,8 @@ def controllers_command(args: argparse.Namespace) -> int:
     stop = StopRequest().install()
 
     async def main() -> None:
-        async with Client.from_kubeconfig(kubeconfig_path(args)) as client:
+        async with options.component_client(args, kubeconfig_path(args), user_agent="eventplane-client/0.1",
+                                            nats_url=nats_url) as client:
             manager = ControllerManager(client, names=names, identity=args.identity, nats_url=nats_url,
                                         lease_duration=args.lease_duration, renew_deadline=args.renew_deadline,
                                         retry_period=args.retry_period)

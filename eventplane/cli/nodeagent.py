@@ -36,6 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="eventplane data directory written by `eventplane up`: its endpoints.json names NATS and "
                         "its kubeconfig the API")
     options.add_nats_url(p)
+    options.add_via(p)
     p.add_argument("--runtime", choices=("auto", "docker", "process"), default="auto",
                    help="container runtime (default: docker when its socket answers, else process)")
     p.add_argument("--state-dir", help=f"where pod volumes live (default: DIR/nodeagent, else {DEFAULT_STATE_DIR})")
@@ -48,7 +49,6 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def nodeagent_command(args: argparse.Namespace) -> int:
-    from eventplane.client import Client
     from nodeagent import run_nodeagent
 
     stop = StopRequest().install()
@@ -66,7 +66,8 @@ def nodeagent_command(args: argparse.Namespace) -> int:
     runtime = None if args.runtime == "auto" else args.runtime
 
     async def main() -> None:
-        async with Client.from_kubeconfig(kubeconfig, user_agent=f"eventplane-nodeagent/{args.node_name}") as client:
+        async with options.component_client(args, kubeconfig, user_agent=f"eventplane-nodeagent/{args.node_name}",
+                                            nats_url=nats_url) as client:
             await run_nodeagent(client, nats_url, node_name=args.node_name, zone=args.zone, runtime=runtime,
                                 data_dir=state_dir, node_ip=args.node_ip, allow_privileged=args.allow_privileged,
                                 labels=labels, pod_manifest_path=args.pod_manifest_path,

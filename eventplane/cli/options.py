@@ -12,6 +12,7 @@ from pathlib import Path
 
 from eventplane import config
 from eventplane.bus import BusConfig
+from eventplane.client import Client
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +59,30 @@ def database_url(args: argparse.Namespace) -> str:
 
 def nats_url(args: argparse.Namespace) -> str:
     return config.resolve_nats_url(flag=args.nats_url, data_dir=getattr(args, "data_dir", None), env=os.environ)
+
+
+def add_via(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--via", choices=("rest", "nats"), default="rest",
+                        help="send requests over REST, or over the NATS API (needs --nats-url and a token in the "
+                             "kubeconfig; watches stay on REST; cheaper for the API server) (default: rest)")
+    parser.add_argument("--nats-api-prefix", metavar="P", default="ep.api",
+                        help="subject prefix of the NATS API, with --via nats (default: ep.api)")
+
+
+def component_client(args: argparse.Namespace, kubeconfig: str | None, *, context: str | None = None,
+                     user_agent: str, nats_url: str | None = None) -> Client:
+    """The client of a component command: REST, or with `--via nats` requests over the NATS API."""
+    if getattr(args, "via", "rest") != "nats":
+        return Client.from_kubeconfig(kubeconfig, context, user_agent=user_agent)
+    nats_url = nats_url or optional_nats_url(args)
+    if not nats_url:
+        raise config.ConfigError("--via nats needs a NATS URL: give --nats-url")
+    client = Client.from_kubeconfig(kubeconfig, context, user_agent=user_agent, nats_url=nats_url,
+                                    nats_prefix=args.nats_api_prefix)
+    if type(client.transport).__name__ != "HybridTransport":
+        raise config.ConfigError("--via nats needs a bearer token in the kubeconfig (the NATS API authenticates "
+                                 "by token alone)")
+    return client
 
 
 def optional_nats_url(args: argparse.Namespace) -> str | None:

@@ -13,10 +13,10 @@ import logging
 import os
 import socket
 
-from eventplane.client import Client
 from reconcilers.scheduler import PROFILES, Options
 from reconcilers.scheduler.scheduler import DEFAULT_SCHEDULER_NAME, run_scheduler
 
+from . import options
 from .running import StopRequest, run, run_until_stopped
 
 log = logging.getLogger("eventplane.cli")
@@ -26,6 +26,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("scheduler", help="run the scheduler (leader-elected) in the foreground")
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig of the API server (default: $KUBECONFIG)")
     p.add_argument("--context", help="kubeconfig context to use")
+    options.add_nats_url(p)
+    options.add_via(p)
     p.add_argument("--scheduler-name", default=DEFAULT_SCHEDULER_NAME,
                    help=f"schedule the pods whose spec.schedulerName is this (default: {DEFAULT_SCHEDULER_NAME})")
     p.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_SCHEDULER_NAME,
@@ -58,7 +60,8 @@ def scheduler_command(args: argparse.Namespace) -> int:
     identity = args.identity or f"{socket.gethostname()}_{os.getpid()}"
 
     async def main() -> None:
-        async with Client.from_kubeconfig(args.kubeconfig, args.context, user_agent="eventplane-scheduler/0.1") as c:
+        async with options.component_client(args, args.kubeconfig, context=args.context,
+                                            user_agent="eventplane-scheduler/0.1") as c:
             await run_scheduler(c, identity=identity, scheduler_name=args.scheduler_name,
                                 profile=PROFILES[args.profile], options=options_from(args),
                                 preemption_enabled=not args.no_preemption, leader_elect=not args.no_leader_elect,

@@ -44,6 +44,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--kubeconfig", metavar="FILE",
                    help="kubeconfig to use (default: the data directory's, else $KUBECONFIG or ~/.kube/config)")
     options.add_nats_url(p)
+    options.add_via(p)
     options.add_data_dir(p)
     p.set_defaults(func=simulate_command)
 
@@ -60,7 +61,6 @@ def kubeconfig_path(args: argparse.Namespace) -> str | None:
 
 
 def simulate_command(args: argparse.Namespace) -> int:
-    from eventplane.client import Client
     from nodeagent.simulated import SimulatorConfig, run_simulated_nodes
 
     stop = StopRequest().install()
@@ -72,7 +72,8 @@ def simulate_command(args: argparse.Namespace) -> int:
         raise config.ConfigError(str(exc)) from None
 
     async def main() -> None:
-        async with Client.from_kubeconfig(kubeconfig_path(args)) as client:
+        async with options.component_client(args, kubeconfig_path(args), user_agent="eventplane-client/0.1",
+                                            nats_url=nats_url) as client:
             await run_simulated_nodes(client, nats_url, count=args.count, cpu=args.cpu, memory=args.memory,
                                       zones=args.zones, pods_per_node=args.pods_per_node,
                                       name_prefix=args.name_prefix, ephemeral_storage=args.ephemeral_storage,

@@ -234,12 +234,15 @@ async def test_no_nats_is_refused():
         SimulatedNodes(rest, None, SimulatorConfig(count=1))
 
 
-async def test_the_command_runs_until_sigterm(api, servers, tmp_path):
-    """`eventplane simulate-nodes` as a process: nodes and leases appear, SIGTERM stops it with 0."""
+@pytest.mark.parametrize("via", ["rest", "nats"])
+async def test_the_command_runs_until_sigterm(api, servers, tmp_path, via):
+    """`eventplane simulate-nodes` as a process: nodes and leases appear, SIGTERM stops it with 0; with
+    `--via nats` its writes (nodes, their status) arrive over the NATS API."""
     env = {**os.environ, "EVENTPLANE_DATA_DIR": str(tmp_path / "none")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "eventplane.cli.server", "simulate-nodes", "--count", "2", "--zones", "2",
         "--name-prefix", "cli-", "--cpu", "4", "--kubeconfig", str(api.kubeconfig), "--nats-url", servers.nats_url,
+        "--via", via, "--nats-api-prefix", api.server.config.nats_api_prefix,
         "--lease-duration", "4", "--renew-interval", "1", stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env=env)
     try:
@@ -263,6 +266,9 @@ async def test_the_command_runs_until_sigterm(api, servers, tmp_path):
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert "scale tests and benchmarks" in err.decode()
+    if via == "nats":
+        audited = await api.server.auditor.query({"user": "admin", "transport": "nats", "resource": "nodes"})
+        assert len([r for r in audited["items"] if r["verb"] == "create"]) >= 2  # the two Nodes
     nc = await nats.connect(servers.nats_url)
     try:
         leases = await NodeLeases.open(nc)
@@ -270,3 +276,18 @@ async def test_the_command_runs_until_sigterm(api, servers, tmp_path):
             await leases.delete(name)
     finally:
         await nc.close()
+
+
+async def test_via_nats_needs_a_token(api, servers, tmp_path):
+    kubeconfig = tmp_path / "cert-only"
+    from eventplane.auth.certs import issue_client_cert
+    from eventplane.auth.kubeconfig import write_kubeconfig
+
+    cert, key = issue_client_cert(api.server.pki, "someone", ())
+    write_kubeconfig(kubeconfig, server_url=api.server.url, ca_pem=api.server.pki.ca_pem, user_name="someone",
+                     client_cert_pem=cert, client_key_pem=key)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "eventplane.cli.server", "simulate-nodes", "--count", "1", "--kubeconfig",
+        str(kubeconfig), "--nats-url", servers.nats_url, "--via", "nats", stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1 and "needs a bearer token in the kubeconfig" in err.decode()

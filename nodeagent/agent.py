@@ -323,7 +323,8 @@ async def run_nodeagent(client: Client, nats_url: str | None, *, node_name: str,
 
     if hasattr(rt, "cluster_dns"):      # the proxy answers DNS on kube-dns's address: pods are pointed at it
         rt.cluster_dns = [DNS_SERVICE_IP]
-    proxy = asyncio.create_task(ServiceProxy(client).run(), name="nodeagent:service-proxy")
+    proxy = asyncio.create_task(ServiceProxy(client, node_ips=[agent.node_ip]).run(),
+                                name="nodeagent:service-proxy")
     try:
         await agent.run()
     finally:

@@ -23,10 +23,14 @@ change of endpoints applies at once, without any restart. A Service that goes (o
 changes its ClusterIP) has its listeners closed and the addresses the proxy added removed; stopping
 the proxy does the same for all of them.
 
+NodePorts: a port of a NodePort or LoadBalancer Service with a `nodePort` is also listened on at
+that port of each of the node's addresses (127.0.0.1 and `node_ips`, the agent's node IP), each
+only when `ip route get` says it is local; nothing is added for them.
+
 DNS (`dns=True`, the default): port 53 of the Service `kube-system/kube-dns` is not proxied but
 answered by a DnsServer of this process on that ClusterIP (UDP and TCP), from the same two caches.
 
-Left out: SCTP ports (logged and skipped), nodePorts (the API server allocates none), externalIPs,
+Left out: SCTP ports (logged and skipped), externalIPs,
 load balancer IPs, topology hints and internalTrafficPolicy. The proxy changes the host's addresses,
 so the agent runs it only when asked (`--proxy-services`).
 """
@@ -58,6 +62,7 @@ UDP_IDLE = 30.0                  # seconds a UDP flow lives without a datagram e
 UDP_FLOWS = 4096                 # flows per listener; past that the least recently opened goes
 UDP_QUEUE = 64                   # datagrams held per flow while its socket to the endpoint opens
 PROTOCOLS = ("TCP", "UDP")
+NODE_PORT_TYPES = ("NodePort", "LoadBalancer")
 
 Obj = dict[str, Any]
 
@@ -125,8 +130,10 @@ class Flow:
 
 
 class ServiceProxy:
-    def __init__(self, client: Client, *, dns: bool = True, dns_port: int = DNS_PORT) -> None:
+    def __init__(self, client: Client, *, dns: bool = True, dns_port: int = DNS_PORT,
+                 node_ips: list[str] | None = None) -> None:
         self.client = client
+        self.node_ips = list(dict.fromkeys(["127.0.0.1", *(node_ips or [])]))   # where nodePorts listen
         self.services = Informer(client, "services")
         self.slices = Informer(client, "endpointslices", indexers={"service": _by_service})
         self.listeners: dict[tuple[str, int, str], Listener] = {}  # (ClusterIP, port, protocol) -> listener
@@ -180,8 +187,9 @@ class ServiceProxy:
         return cluster_ip(svc) if svc is not None else None
 
     def desired(self) -> dict[tuple[str, int, str], tuple[str, str]]:
-        """(ClusterIP, port, protocol) -> (service key, port name) for every TCP and UDP port of every
-        Service with a ClusterIP, but the DNS port of kube-dns when this proxy answers DNS itself."""
+        """(address, port, protocol) -> (service key, port name) for every TCP and UDP port of every
+        Service with a ClusterIP (but the DNS port of kube-dns when this proxy answers DNS itself), and
+        for every nodePort on each of the node's addresses."""
         out: dict[tuple[str, int, str], tuple[str, str]] = {}
         for svc in self.services.store.list():
             ip = cluster_ip(svc)
@@ -200,6 +208,9 @@ class ServiceProxy:
                     continue                                  # answered by self.dns
                 if isinstance(p.get("port"), int):
                     out[(ip, p["port"], protocol)] = (key, p.get("name") or "")
+                if isinstance(p.get("nodePort"), int) and (svc.get("spec") or {}).get("type") in NODE_PORT_TYPES:
+                    for node_ip in self.node_ips:
+                        out[(node_ip, p["nodePort"], protocol)] = (key, p.get("name") or "")
         return out
 
     async def sync(self) -> None:
@@ -220,7 +231,10 @@ class ServiceProxy:
                 continue
             lst = Listener(service, port_name, ip, port, protocol)
             try:
-                await self._add_address(ip)
+                if ip in self.node_ips:
+                    await _check_local(ip)         # the node's own address: never added, never removed
+                else:
+                    await self._add_address(ip)
                 if protocol == "UDP":
                     lst.udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
                         lambda lst=lst: _UdpFront(self, lst), local_addr=(ip, port))
@@ -280,9 +294,7 @@ class ServiceProxy:
                 _, out = await _ip("-o", "addr", "show", "dev", "lo", "to", f"{ip}/32")
                 if LABEL in out:
                     self.added.add(ip)
-        _, route = await _ip("route", "get", ip)
-        if not route.startswith("local "):
-            raise OSError(f"{ip} is on lo but the kernel does not route it here ({route.strip()}): not serving it")
+        await _check_local(ip)
 
     async def _remove_address(self, ip: str) -> None:
         self.added.discard(ip)
@@ -468,6 +480,13 @@ async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write_eof()
     except (ConnectionError, OSError):
         writer.close()
+
+
+async def _check_local(ip: str) -> None:
+    """OSError unless the kernel's route lookup says `ip` is this machine's: nothing is served otherwise."""
+    _, route = await _ip("route", "get", ip)
+    if not route.startswith("local "):
+        raise OSError(f"the kernel does not route {ip} to this machine ({route.strip()}): not serving it")
 
 
 async def _ip(*args: str) -> tuple[int, str]:

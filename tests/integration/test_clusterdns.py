@@ -1,4 +1,4 @@
-"""Cluster DNS and UDP Services, answered by the node agent (nodeagent/dns.py, serviceproxy.py) against a
+"""Cluster DNS, UDP Services and nodePorts, answered by the node agent (nodeagent/dns.py, serviceproxy.py) against a
 real API server, NATS, Docker engine and kubectl.
 
 One agent with `proxy_services=True`: the API server's bootstrap made `kube-system/kube-dns` at
@@ -8,7 +8,8 @@ a Service's name and its short name through the search path, a headless Service'
 StatefulSet-style hostname, NXDOMAIN for an unknown name, REFUSED for a name outside the cluster. From
 the host: SRV, PTR, TCP, malformed packets. A UDP Service reaches a UDP echo in two pods (python from
 the host, mounted read-only: busybox's nc has no UDP here), from the host and from a pod, and a pod that
-turns not ready stops getting datagrams, an established flow included.
+turns not ready stops getting datagrams, an established flow included. The echo Service is a NodePort:
+its allocated node port answers on 127.0.0.1 and on the node's address.
 
 The addresses the proxy left on lo (labelled, and not there before) are removed in a finally."""
 from __future__ import annotations
@@ -145,8 +146,11 @@ async def test_cluster_dns_and_udp_services(api, servers, docker, node, tmp_path
             await client.create(service("db", {"app": "db"}, [{"name": "pg", "port": 5432}], clusterIP="None"),
                                 namespace="default")
             echo = await client.create(service("echo", {"app": "echo"}, [{"name": "echo", "port": 5353,
-                                                                          "protocol": "UDP", "targetPort": 7000}]),
+                                                                          "protocol": "UDP", "targetPort": 7000}],
+                                               type="NodePort"),
                                        namespace="default")
+            node_port = echo["spec"]["ports"][0]["nodePort"]
+            assert 30000 <= node_port <= 32767
             web_ip, echo_ip = web["spec"]["clusterIP"], echo["spec"]["clusterIP"]
             for p in (pod("client", node, "exec sleep 3600", labels={"app": "client"}, python=True),
                       pod("db-0", node, "exec sleep 3600", labels={"app": "db"}, hostname="db-0", subdomain="db"),
@@ -237,8 +241,8 @@ async def test_cluster_dns_and_udp_services(api, servers, docker, node, tmp_path
             # UDP: the echo Service reaches both ready pods, from the host and from a pod.
             assert is_local(echo_ip)
 
-            def udp(sock: socket.socket, payload: bytes) -> str | None:
-                sock.sendto(payload, (echo_ip, 5353))
+            def udp(sock: socket.socket, payload: bytes, to: tuple[str, int] = (echo_ip, 5353)) -> str | None:
+                sock.sendto(payload, to)
                 try:
                     return sock.recv(2048).decode()
                 except TimeoutError:
@@ -260,6 +264,15 @@ async def test_cluster_dns_and_udp_services(api, servers, docker, node, tmp_path
 
                 code, out = await sh("client", "/usr/bin/python3", "-c", SEND, echo_ip, "5353")
                 assert code == 0 and out.split()[0] in {"echo-a", "echo-b"} and out.split()[1] == "from-pod", out
+
+                # The nodePort, on loopback and on the node's address (both local: nothing leaves the host).
+                node_obj = await client.get("nodes", node)
+                node_ip = next(a["address"] for a in node_obj["status"]["addresses"] if a["type"] == "InternalIP")
+                for address in dict.fromkeys(["127.0.0.1", node_ip]):
+                    assert is_local(address), address
+                    answer = await eventually(lambda a=address: asyncio.to_thread(udp, socks[0], b"np", (a, node_port)),
+                                              what=f"an answer on {address}:{node_port}")
+                    assert answer.split()[0] in {"echo-a", "echo-b"} and answer.endswith(" np"), answer
 
                 # echo-a turns not ready: every client gets echo-b, those whose flow went to echo-a too.
                 await sh("echo-a", "rm", "/tmp/ready")

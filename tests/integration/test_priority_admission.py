@@ -23,10 +23,14 @@ def priority_class(name: str, value: int, **extra) -> dict:
 async def test_pods_take_their_priority_from_their_class(api):
     # The system classes are there from the start, as kube-apiserver makes them.
     out = await api.ok("get", "priorityclasses", "-o", "json")
-    values = {i["metadata"]["name"]: (i["value"], i.get("globalDefault", False), i["preemptionPolicy"])
-              for i in json.loads(out)["items"]}
-    assert values == {"system-cluster-critical": (2000000000, False, "PreemptLowerPriority"),
-                      "system-node-critical": (2000001000, False, "PreemptLowerPriority")}
+    values = {i["metadata"]["name"]: (i["value"], i.get("globalDefault", False), i["preemptionPolicy"],
+                                      i["description"]) for i in json.loads(out)["items"]}
+    assert values == {"system-cluster-critical": (2000000000, False, "PreemptLowerPriority",
+                                                  "Used for system critical pods that must run in the cluster, but "
+                                                  "can be moved to another node if necessary."),
+                      "system-node-critical": (2000001000, False, "PreemptLowerPriority",
+                                               "Used for system critical pods that must not be moved from their "
+                                               "current node.")}
 
     # No class and no default class: 0, PreemptLowerPriority.
     code, p, _ = await api.http("POST", PODS, body=pod("plain"))

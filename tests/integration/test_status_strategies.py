@@ -121,8 +121,11 @@ async def test_each_kinds_status_strategy_ignores_spec_and_resets_its_metadata(a
 
     # CRDs: spec, labels, annotations and ownerReferences are the stored ones; finalizers may change.
     crd_path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
-    code, crd, _ = await api.http("POST", crd_path, body=CRD)
+    described = copy.deepcopy(CRD)   # a schema with descriptions, as real CRDs have, taken under Strict
+    described["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] = "A widget."
+    code, crd, _ = await api.http("POST", f"{crd_path}?fieldValidation=Strict", body=described)
     assert code == 201, crd
+    assert crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"] == "A widget."
     new = copy.deepcopy(crd)
     new["spec"]["names"]["shortNames"] = ["zz"]
     new["metadata"].update(labels={"written": "by-status"}, annotations={"written": "by-status"},

@@ -146,8 +146,12 @@ def _reachable(defs: dict, roots: list[str]) -> dict:
 
 
 def _strip(node):
+    """The definitions without their documentation. Under "properties" the keys are field names: a
+    field called description (PriorityClass, JSONSchemaProps, ...) stays."""
     if isinstance(node, dict):
-        return {k: _strip(v) for k, v in node.items() if k != "description"}
+        return {k: ({name: _strip(sub) for name, sub in v.items()} if k == "properties" and isinstance(v, dict)
+                    else _strip(v))
+                for k, v in node.items() if k != "description"}
     if isinstance(node, list):
         return [_strip(v) for v in node]
     return node

@@ -44,7 +44,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--pod-manifest-path", metavar="DIR", help="a folder of static pod manifests, mirrored into the API")
     p.add_argument("--allow-privileged", action="store_true", help="run containers that ask to be privileged")
     p.add_argument("--proxy-services", action="store_true",
-                   help="proxy Services' ClusterIPs to their ready endpoints (TCP; adds each ClusterIP to lo)")
+                   help="proxy Services' ClusterIPs and nodePorts to their ready endpoints (TCP, UDP; adds each "
+                        "ClusterIP to lo) and answer cluster DNS on kube-dns's address")
     p.set_defaults(func=nodeagent_command)
 
 

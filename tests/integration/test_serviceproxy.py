@@ -114,7 +114,8 @@ def test_ready_endpoints_of_a_port_across_slices():
               slice_(http, ("172.17.0.8", None))]                                  # ready unknown: not ready
     assert ready_endpoints(slices, "http") == [("172.17.0.2", 8080), ("172.17.0.4", 8080), ("172.17.0.7", 9090),
                                                ("172.17.0.9", 8080)]
-    assert ready_endpoints(slices, "dns") == []          # UDP: not proxied
+    assert ready_endpoints(slices, "dns") == []          # no TCP port of that name
+    assert ready_endpoints(slices, "dns", "UDP") == [("172.17.0.2", 53), ("172.17.0.4", 53), ("172.17.0.9", 53)]
     assert ready_endpoints(slices, "") == []
 
 

@@ -75,6 +75,9 @@ class Volumes:
     claims: Mapping[str, Obj] = field(default_factory=dict)
     pvs: Mapping[str, Obj] = field(default_factory=dict)
     classes: Mapping[str, Obj] = field(default_factory=dict)
+    # resolve's answers for this state, by (namespace, claim names, ephemeral names): the class key and
+    # the three filters ask the same question of one decision.
+    memo: dict[tuple, list[Claim]] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _meta(obj: Obj) -> Obj:
@@ -159,8 +162,19 @@ def resolve(pod: Obj, volumes: Volumes) -> list[Claim]:
     """Each claim of the pod, sorted into rejected, bound or wait (see the module docstring)."""
     ns = _meta(pod).get("namespace") or "default"
     ephemeral = _ephemeral(pod)
+    names = claim_names(pod)
+    key = (ns, names, frozenset(ephemeral))
+    found = volumes.memo.get(key)
+    if found is None:
+        if len(volumes.memo) > 4096:
+            volumes.memo.clear()
+        found = volumes.memo[key] = _resolve(ns, names, ephemeral, volumes)
+    return found
+
+
+def _resolve(ns: str, names: tuple[str, ...], ephemeral: set[str], volumes: Volumes) -> list[Claim]:
     out = []
-    for name in claim_names(pod):
+    for name in names:
         key = f"{ns}/{name}"
         claim = volumes.claims.get(key)
         if claim is None:

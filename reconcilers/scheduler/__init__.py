@@ -1,7 +1,8 @@
 """The scheduler's decision pipeline: pure functions from (pod, snapshot, profile, options) to a Decision.
 
 resources.py parses requests and allocatable and holds the immutable Snapshot;
-filters.py and scorers.py are the pipeline's pieces; pipeline.py composes them
+filters.py and scorers.py are the pipeline's pieces (volumes.py sorts a pod's
+PersistentVolumeClaims for the volume filters); pipeline.py composes them
 (with Borg's equivalence classes, score cache and relaxed randomization);
 explain.py words a Decision as an Event and as `epctl explain-schedule` text.
 

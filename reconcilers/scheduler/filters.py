@@ -9,7 +9,12 @@ else its rejection reason (NodeResourcesFit may return several, as kube's does).
 "node" (only this NodeInfo, so it can be cached by node generation) or
 "cluster" (other nodes' pods too, so it is cached per snapshot generation).
 `prepare` runs once per pod per snapshot (kube's PreFilter) for checks that
-need cluster-wide counts.
+need cluster-wide counts. A `prefilter` filter's prepare may answer `Rejected`:
+the pod fits nowhere, and the pipeline records that one reason for every node
+(VolumeBinding: a missing claim, an unbound Immediate claim). `claims_only`
+filters (the volume filters, which read the Snapshot's claims, volumes and
+classes through volumes.py) are left out for pods without claims
+(`applicable`), so those pods pay nothing for them.
 """
 from __future__ import annotations
 

@@ -3,7 +3,8 @@ real API server, NATS, Docker engine and kubectl.
 
 One agent with `proxy_services=True`: the API server's bootstrap made `kube-system/kube-dns` at
 10.96.0.10, the agent serves DNS there (on lo, once `ip route get` says local), and its pods' resolv.conf
-points at it. From a pod (busybox `nslookup`, through `docker exec` and once through `kubectl exec`):
+points at it (dnsPolicy None: its dnsConfig; ClusterFirstWithHostNet on hostNetwork: the cluster's).
+From a pod (busybox `nslookup`, through `docker exec` and once through `kubectl exec`):
 a Service's name and its short name through the search path, a headless Service's ready pods, a
 StatefulSet-style hostname, NXDOMAIN for an unknown name, REFUSED for a name outside the cluster. From
 the host: SRV, PTR, TCP, malformed packets. A UDP Service reaches a UDP echo in two pods (python from
@@ -157,15 +158,20 @@ async def test_cluster_dns_and_udp_services(api, servers, docker, node, tmp_path
                       pod("db-1", node, "exec sleep 3600", labels={"app": "db"}, ready_file=False,
                           hostname="db-1", subdomain="db"),
                       *(pod(f"echo-{x}", node, 'touch /tmp/ready && exec /usr/bin/python3 -c "$ECHO"',
-                            labels={"app": "echo"}, ready_file=True, python=True) for x in "ab")):
+                            labels={"app": "echo"}, ready_file=True, python=True) for x in "ab"),
+                      pod("custom", node, "exec sleep 3600", labels={"app": "custom"}, dnsPolicy="None",
+                          dnsConfig={"nameservers": [DNS_SERVICE_IP], "searches": ["example.internal"],
+                                     "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}),
+                      pod("hostnet", node, "exec sleep 3600", labels={"app": "hostnet"}, hostNetwork=True,
+                          dnsPolicy="ClusterFirstWithHostNet")):
                 await client.create(p, namespace="default")
 
             async def pods_up():
                 items = (await client.list("pods", namespace="default"))["items"]
                 state = {p["metadata"]["name"]: p for p in items
                          if (p.get("status") or {}).get("podIP") and p["status"].get("containerStatuses")}
-                return state if len(state) == 5 else None
-            pods = await eventually(pods_up, what="five pods running")
+                return state if len(state) == 7 else None
+            pods = await eventually(pods_up, what="seven pods running")
             ip_of = {n: p["status"]["podIP"] for n, p in pods.items()}
             cid = {n: p["status"]["containerStatuses"][0]["containerID"].removeprefix("docker://")
                    for n, p in pods.items()}
@@ -183,6 +189,13 @@ async def test_cluster_dns_and_udp_services(api, servers, docker, node, tmp_path
             assert [ln for ln in lines if ln.startswith("nameserver")] == [f"nameserver {DNS_SERVICE_IP}"], resolv
             assert "search default.svc.cluster.local svc.cluster.local cluster.local" in lines, resolv
             assert "options ndots:5" in lines, resolv
+            # dnsPolicy None: spec.dnsConfig alone; ClusterFirstWithHostNet: the cluster's on the host's network.
+            _, custom = await sh("custom", "cat", "/etc/resolv.conf")
+            assert {f"nameserver {DNS_SERVICE_IP}", "search example.internal", "options ndots:2 edns0"} <= \
+                set(custom.splitlines()), custom
+            _, hostnet = await sh("hostnet", "cat", "/etc/resolv.conf")
+            assert f"nameserver {DNS_SERVICE_IP}" in hostnet.splitlines() and \
+                "search default.svc.cluster.local svc.cluster.local cluster.local" in hostnet, hostnet
 
             # A Service's name, full and short (the search path), from the pod.
             async def resolves(name: str, *want: str, pod_name: str = "client"):

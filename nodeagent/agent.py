@@ -32,6 +32,7 @@ from reconcilers.informer import Informer, causation_of, key_of
 from .execserver import ExecServer
 from .logserver import LogServer
 from .node import build_node, conditions, node_ip, now_rfc3339
+from .portforwardserver import PortForwardServer
 from .runtime import INFRA, Runtime
 from .staticpods import StaticPods
 from .worker import MIN_GRACE, PodWorker
@@ -138,6 +139,7 @@ class NodeAgent:
         leases = None
         logs: LogServer | None = None
         execs: ExecServer | None = None
+        forwards: PortForwardServer | None = None
         holder = f"nodeagent@{socket.gethostname()}"
         try:
             while True:
@@ -151,6 +153,8 @@ class NodeAgent:
                         await logs.start()
                         execs = ExecServer(nc, self.node_name, self.runtime)  # `kubectl exec`, via the API
                         await execs.start()
+                        forwards = PortForwardServer(nc, self.node_name, self.runtime)  # `kubectl port-forward`
+                        await forwards.start()
                     if nc is not None and leases is None:
                         leases = await NodeLeases.open(nc)
                     if leases is not None:
@@ -165,6 +169,8 @@ class NodeAgent:
                 await logs.stop()
             if execs is not None:
                 await execs.stop()
+            if forwards is not None:
+                await forwards.stop()
             if nc is not None:
                 with contextlib.suppress(Exception):
                     await nc.close()

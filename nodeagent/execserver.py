@@ -33,13 +33,7 @@ class ExecServer(NodeServer):
             session, error = await self._open(req)
         except Exception as exc:  # a request we cannot act on is answered, never dropped
             session, error = None, {"code": 500, "message": f"unable to start the command: {exc}"}
-        if error is not None:
-            await msg.respond(json.dumps({"status": error}).encode())
-            return
-        input_subject = self.nc.new_inbox()
-        sub = await self.nc.subscribe(input_subject)
-        await msg.respond(json.dumps({"ok": True, "input": input_subject}).encode())
-        self._spawn(self._relay(req, session, sub))
+        await self._answer(msg, error, lambda sub: self._relay(req, session, sub))
 
     async def _open(self, req: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
         container = req.get("container", "")

@@ -5,7 +5,8 @@ Subclasses implement `_on_request(msg)` and hand long work to `_spawn`."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import json
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from eventplane.client.nodeleases import key_for
@@ -47,6 +48,18 @@ class NodeServer:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, msg: Any, error: dict[str, Any] | None,
+                      relay: Callable[[Any], Coroutine[Any, Any, None]]) -> None:
+        """Answer `{"status": error}`, or `{"ok": true, "input": <subject>}` and run `relay` with the
+        subscription of that subject (what the API sends for the rest of the exchange)."""
+        if error is not None:
+            await msg.respond(json.dumps({"status": error}).encode())
+            return
+        input_subject = self.nc.new_inbox()
+        sub = await self.nc.subscribe(input_subject)
+        await msg.respond(json.dumps({"ok": True, "input": input_subject}).encode())
+        self._spawn(relay(sub))
 
     async def _on_request(self, msg: Any) -> None:
         raise NotImplementedError

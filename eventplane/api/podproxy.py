@@ -12,18 +12,22 @@ as kube-apiserver does (wording included), and asks the pod's node on `ep.node.<
 - exec and attach: a WebSocket with subprotocol v5.channel.k8s.io (or v4): each binary frame starts with
   its channel — 0 stdin, 1 stdout, 2 stderr, 3 the final Status, 4 resize, 255 close (v5: a
   stream closed, so stdin's EOF). The Status carries a non-zero exit code as kube-apiserver
-  does, and kubectl exits with it. SPDY (kubectl before 1.30) is refused with a message.
+  does, and kubectl exits with it. kubectl before 1.30 upgrades to SPDY/3.1 instead (v4, v3 or
+  v2.channel.k8s.io, one stream per channel): spdyupgrade.py serves it on the same relay.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
 from aiohttp import web
 
 from eventplane.objects import errors
+
+from . import spdyupgrade
 
 NATS: web.AppKey[Any] = web.AppKey("eventplane.podproxy.nats", object)
 SUBJECT = "ep.node.{node}.logs"
@@ -48,6 +52,9 @@ def add_routes(router: web.UrlDispatcher, resources: Any) -> None:
         return await serve_exec(request, resources, attach=True)
 
     router.add_route("*", "/api/v1/namespaces/{namespace}/pods/{name}/attach", attach)
+
+    from . import portforward   # pods/portforward; it takes NATS from this module
+    portforward.add_routes(router, resources)
 
 
 def _flag(value: str | None) -> bool:
@@ -195,10 +202,10 @@ async def serve_exec(request: web.Request, resources: Any, *, attach: bool = Fal
     if not command and not attach:
         raise errors.BadRequestError("you must specify at least 1 command")
     ws = web.WebSocketResponse(protocols=PROTOCOLS, autoping=True, max_msg_size=0)
-    if not ws.can_prepare(request).ok:
-        if request.headers.get("Upgrade", "").upper().startswith("SPDY"):
-            raise errors.BadRequestError("this server serves exec over WebSockets (v5.channel.k8s.io) only; "
-                                         "use kubectl 1.30 or newer")
+    over_spdy = spdyupgrade.wants_spdy(request)   # kubectl before 1.30
+    if over_spdy:
+        spdy_protocol = spdyupgrade.negotiate(request, spdyupgrade.EXEC_PROTOCOLS)
+    elif not ws.can_prepare(request).ok:
         raise errors.BadRequestError("Upgrade request required")
     nc = request.app.get(NATS)
     if nc is None or not nc.is_connected:
@@ -222,7 +229,15 @@ async def serve_exec(request: web.Request, resources: Any, *, attach: bool = Fal
             raise errors.BadRequestError(s.get("message", "")) if s.get("code") == 400 else \
                 errors.EventplaneError(s.get("message", ""))
         to_agent = doc["input"]
-        await ws.prepare(request)
+        q = request.query
+        if over_spdy:
+            client: Any = await spdyupgrade.SpdyExec.open(request, spdy_protocol, stdin=_flag(q.get("stdin")),
+                                                          stdout=_flag(q.get("stdout", "true")),
+                                                          stderr=_flag(q.get("stderr", "true")),
+                                                          tty=_flag(q.get("tty")))
+        else:
+            await ws.prepare(request)
+            client = _WebSocketExec(ws)
 
         async def from_agent() -> None:
             while True:
@@ -234,21 +249,13 @@ async def serve_exec(request: web.Request, resources: Any, *, attach: bool = Fal
                                   "reason": "InternalError"}
                     else:
                         status = exit_status(int(headers.get("Exit-Code") or 0), command)
-                    await ws.send_bytes(bytes([ERROR]) + json.dumps(status).encode())
+                    await client.finish(status)
                     return
-                await ws.send_bytes(bytes([int(headers.get("Channel") or STDOUT)]) + msg.data)
+                await client.output(int(headers.get("Channel") or STDOUT), msg.data)
 
         async def from_client() -> None:
-            async for m in ws:
-                if m.type != web.WSMsgType.BINARY or not m.data:
-                    continue
-                channel, payload = m.data[0], m.data[1:]
-                if channel == STDIN:
-                    await nc.publish(to_agent, payload, headers={"Op": "stdin"})
-                elif channel == RESIZE:
-                    await nc.publish(to_agent, payload, headers={"Op": "resize"})
-                elif channel == CLOSE and payload[:1] == bytes([STDIN]):
-                    await nc.publish(to_agent, b"", headers={"Op": "close"})
+            async for op, payload in client.input():
+                await nc.publish(to_agent, payload, headers={"Op": op})
             await nc.publish(to_agent, b"", headers={"Op": "cancel"})   # the client went away
 
         agent_side, client_side = asyncio.ensure_future(from_agent()), asyncio.ensure_future(from_client())
@@ -258,10 +265,39 @@ async def serve_exec(request: web.Request, resources: Any, *, attach: bool = Fal
             for t in (agent_side, client_side):
                 t.cancel()
             await asyncio.gather(agent_side, client_side, return_exceptions=True)
-            await ws.close()
-        return ws
+            await client.close()
+        return client.response
     finally:
         try:
             await sub.unsubscribe()
         except Exception:
             pass
+
+
+class _WebSocketExec:
+    """The client side of the exec relay for a WebSocket (v5/v4.channel.k8s.io): a channel byte
+    before each message (spdyupgrade.SpdyExec is the same for SPDY)."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = self.response = ws
+
+    async def output(self, channel: int, data: bytes) -> None:
+        await self.ws.send_bytes(bytes([channel]) + data)
+
+    async def finish(self, status: dict[str, Any]) -> None:
+        await self.ws.send_bytes(bytes([ERROR]) + json.dumps(status).encode())
+
+    async def input(self) -> AsyncIterator[tuple[str, bytes]]:
+        async for m in self.ws:
+            if m.type != web.WSMsgType.BINARY or not m.data:
+                continue
+            channel, payload = m.data[0], m.data[1:]
+            if channel == STDIN:
+                yield "stdin", payload
+            elif channel == RESIZE:
+                yield "resize", payload
+            elif channel == CLOSE and payload[:1] == bytes([STDIN]):
+                yield "close", b""
+
+    async def close(self) -> None:
+        await self.ws.close()

@@ -1,0 +1,110 @@
+"""kubectl port-forward through the API server and NATS to the pod's node agent, and exec over
+SPDY/3.1 for kubectl before 1.30: the real kubectl (current and 1.27), a real agent, Docker."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+
+import aiohttp
+import pytest
+
+from tests.e2e.test_nodeagent_kubectl import until
+from tests.integration.test_nodeagent import agent_running, docker, node  # noqa: F401 (fixtures)
+from tests.support.apiserver import kubectl_path
+
+pytestmark = pytest.mark.slow
+
+WEB = """\
+apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: eventplane-test/busybox:1
+    command: [sh, -c, "mkdir -p /www && echo hello-from-pod > /www/index.html && seq 1 200000 > /www/big && httpd -f -p 8080 -h /www"]
+"""
+BIG = "".join(f"{i}\n" for i in range(1, 200001)).encode()
+
+
+async def test_old_kubectl_exec_over_spdy(api, servers, docker, node, tmp_path):  # noqa: F811
+    async with agent_running(api, servers, node, tmp_path):
+        await api.ok("apply", "-f", "-", input=WEB.format(node=node))
+        await until(api, "get", "pod", "web", "--no-headers", check=lambda o: "Running" in o)
+        out = await api.ok("exec", "web", "--", "cat", "/etc/hostname", version="1.27", timeout=30)
+        assert out.strip() == "web"
+        r = await api.kubectl("exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3", version="1.27")
+        assert r.code == 3 and "command terminated with exit code 3" in r.err, r
+        assert r.out == "out\n" and "err" in r.err
+        out = await api.ok("exec", "-i", "web", "--", "sh", "-c", "cat; echo done", input="from stdin\n",
+                           version="1.27", timeout=30)
+        assert out == "from stdin\ndone\n"
+
+
+@contextlib.asynccontextmanager
+async def port_forward(api, *args: str, version: str | None = None):
+    """`kubectl port-forward ARGS` running; yields (process, the local port it listens on)."""
+    env = {**os.environ, "KUBECONFIG": str(api.kubeconfig), "HOME": str(api.kubeconfig.parent)}
+    proc = await asyncio.create_subprocess_exec(kubectl_path(version), "port-forward", *args, "-v=4",
+                                                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, env=env)
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 20)
+        m = re.search(rb"Forwarding from 127\.0\.0\.1:(\d+)", line)
+        if not m:
+            proc.kill()
+            err = await proc.stderr.read()
+            raise AssertionError(f"kubectl port-forward did not start: {line!r} {err.decode()}")
+        yield proc, int(m.group(1))
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def get(port: int, path: str) -> tuple[int, bytes]:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}{path}",
+                                                   timeout=aiohttp.ClientTimeout(total=20)) as r:
+        return r.status, await r.read()
+
+
+async def test_port_forward_reaches_the_pods_http_server(api, servers, docker, node, tmp_path):  # noqa: F811
+    async with agent_running(api, servers, node, tmp_path):
+        await api.ok("apply", "-f", "-", input=WEB.format(node=node))
+        await until(api, "get", "pod", "web", "--no-headers", check=lambda o: "Running" in o)
+        for version in (None, "1.27"):
+            async with port_forward(api, "pod/web", ":8080", version=version) as (proc, port):
+                assert await get(port, "/index.html") == (200, b"hello-from-pod\n")
+                # two connections at once, each 1.3 MB, whole and in order
+                (s1, big1), (s2, big2) = await asyncio.gather(get(port, "/big"), get(port, "/big"))
+                assert s1 == s2 == 200 and big1 == big2 == BIG
+
+
+async def test_port_forward_errors(api, servers, docker, node, tmp_path):  # noqa: F811
+    async with agent_running(api, servers, node, tmp_path):
+        await api.ok("apply", "-f", "-", input=WEB.format(node=node))
+        await until(api, "get", "pod", "web", "--no-headers", check=lambda o: "Running" in o)
+        for version in (None, "1.27"):
+            async with port_forward(api, "pod/web", ":9999", version=version) as (proc, port):
+                with contextlib.suppress(aiohttp.ClientError):
+                    await get(port, "/")
+                err = (await asyncio.wait_for(proc.stderr.read(), 20)).decode()
+                await asyncio.wait_for(proc.wait(), 10)
+                # the kubelet's wording on the error stream, kubectl's around it; kubectl then gives up
+                assert f"an error occurred forwarding {port} -> 9999: error forwarding port 9999 to pod web" in err
+                assert "connect: connection refused" in err and "error: lost connection to pod" in err
+                assert proc.returncode == 1
+
+        # Bad input: Status 400 before anything is upgraded.
+        base = "/api/v1/namespaces/default/pods/web/portforward"
+        for query, message in (("?ports=abc", 'unable to parse "abc" as a port'), ("?ports=0", 'port "0" must be > 0'),
+                               ("?ports=80,70000", 'unable to parse "70000" as a port'),
+                               ("?ports=8080", "missing upgrade headers"), ("", "missing upgrade headers")):
+            code, body, _ = await api.http("GET", base + query)
+            assert code == 400 and body["reason"] == "BadRequest" and message in body["message"], (query, body)
+        code, body, _ = await api.http("POST", "/api/v1/namespaces/default/pods/nope/portforward")
+        assert code == 404 and body["reason"] == "NotFound"

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import struct
@@ -145,12 +146,12 @@ class Resolver:
         if not wanted and q.qtype != QTYPE.CNAME:
             wanted = [(t, data) for t, data in records if t == QTYPE.CNAME]
         for t, data in wanted:
-            reply.add_answer(RR(qname, t, ttl=self.ttl, rdata=data))
+            reply.add_answer(RR(qname, t, ttl=self.ttl, rdata=_rdata(t, data)))
             if t == QTYPE.SRV:                            # the targets' addresses, to save a query
-                target = _labels(data.target) or ()
+                target = tuple(data[1].rstrip(".").split("."))
                 for t2, d2 in self.lookup(target[:-n]) or []:
                     if t2 == QTYPE.A:
-                        reply.add_ar(RR(data.target, QTYPE.A, ttl=self.ttl, rdata=d2))
+                        reply.add_ar(RR(data[1], QTYPE.A, ttl=self.ttl, rdata=A(d2)))
         if not wanted:
             reply.add_auth(self.soa)                      # NODATA
         return reply
@@ -159,17 +160,19 @@ class Resolver:
 
     def lookup(self, rel: tuple[str, ...]) -> list[tuple[int, Any]] | None:
         """The records of a name relative to the cluster domain (labels, lower case): None when the
-        name does not exist, [] when it exists without records (an empty non-terminal)."""
+        name does not exist, [] when it exists without records (an empty non-terminal). A record is
+        (type, value): A an address, SRV (port, target), CNAME a name, TXT a string — made into
+        dnslib's records only for those answered."""
         if not rel or rel in (("svc",), ("pod",)):
             return []
         if rel == ("dns-version",):
-            return [(QTYPE.TXT, TXT(SPEC_VERSION))]
+            return [(QTYPE.TXT, SPEC_VERSION)]
         if rel[-1] == "pod":
             if len(rel) == 2:
                 return [] if self._namespace_exists(rel[0]) else None
             if len(rel) == 3:
                 ip = _undash(rel[0])
-                return [(QTYPE.A, A(ip))] if ip else None
+                return [(QTYPE.A, ip)] if ip else None
             return None
         if rel[-1] != "svc":
             return None
@@ -196,19 +199,19 @@ class Resolver:
         spec = svc.get("spec") or {}
         if spec.get("type") == "ExternalName":
             target = (spec.get("externalName") or "").strip(".")
-            return [(QTYPE.CNAME, CNAME(target + "."))] if target else []
+            return [(QTYPE.CNAME, target + ".")] if target else []
         ip = spec.get("clusterIP")
         me = self._fqdn(name, ns, "svc")
         if ip and ip != "None":
-            records: list[tuple[int, Any]] = [(QTYPE.A, A(ip))] if _ipv4(ip) else []
-            records += [(QTYPE.SRV, SRV(0, 100, p["port"], me)) for p in spec.get("ports") or []
+            records: list[tuple[int, Any]] = [(QTYPE.A, ip)] if _ipv4(ip) else []
+            records += [(QTYPE.SRV, (p["port"], me)) for p in spec.get("ports") or []
                         if isinstance(p.get("port"), int)]
             return records
         endpoints = self._ready(ns, name)
         if not endpoints:
             return None                                   # headless without a ready endpoint: CoreDNS's NXDOMAIN
-        records = [(QTYPE.A, A(address)) for address in sorted({e[0] for e in endpoints})]
-        records += [(QTYPE.SRV, SRV(0, 100, port, self._fqdn(label, name, ns, "svc")))
+        records = [(QTYPE.A, address) for address in sorted({e[0] for e in endpoints})]
+        records += [(QTYPE.SRV, (port, self._fqdn(label, name, ns, "svc")))
                     for _, label, ports in endpoints for port in sorted(set(ports.values()))]
         return records
 
@@ -216,7 +219,7 @@ class Resolver:
         if self.service(f"{ns}/{name}") is None:
             return None
         found = sorted({address for address, host, _ in self._ready(ns, name) if host == label})
-        return [(QTYPE.A, A(a)) for a in found] or None
+        return [(QTYPE.A, a) for a in found] or None
 
     def _port_records(self, ns: str, name: str, port: str, proto: str) -> list[tuple[int, Any]] | None:
         svc = self.service(f"{ns}/{name}")
@@ -229,13 +232,13 @@ class Resolver:
             return None
         ip = spec.get("clusterIP")
         if ip and ip != "None":
-            records: list[tuple[int, Any]] = [(QTYPE.SRV, SRV(0, 100, p["port"], self._fqdn(name, ns, "svc")))
+            records: list[tuple[int, Any]] = [(QTYPE.SRV, (p["port"], self._fqdn(name, ns, "svc")))
                                               for p in match if isinstance(p.get("port"), int)]
-            return records + ([(QTYPE.A, A(ip))] if _ipv4(ip) else [])
+            return records + ([(QTYPE.A, ip)] if _ipv4(ip) else [])
         endpoints = self._ready(ns, name)
-        records = [(QTYPE.SRV, SRV(0, 100, ports[p.get("name") or ""], self._fqdn(label, name, ns, "svc")))
+        records = [(QTYPE.SRV, (ports[p.get("name") or ""], self._fqdn(label, name, ns, "svc")))
                    for _, label, ports in endpoints for p in match if (p.get("name") or "") in ports]
-        return (records + [(QTYPE.A, A(a)) for a in sorted({e[0] for e in endpoints})]) or None
+        return (records + [(QTYPE.A, a) for a in sorted({e[0] for e in endpoints})]) or None
 
     def _ready(self, ns: str, name: str) -> list[tuple[str, str, dict[str, int]]]:
         """(address, its label under the Service, port name → number) of each ready IPv4 endpoint: the
@@ -291,12 +294,23 @@ def _labels(name: DNSLabel) -> tuple[str, ...] | None:
         return None
 
 
+def _rdata(qtype: int, value: Any) -> Any:
+    if qtype == QTYPE.A:
+        return A(value)
+    if qtype == QTYPE.SRV:
+        return SRV(0, 100, *value)
+    if qtype == QTYPE.CNAME:
+        return CNAME(value)
+    return TXT(value)
+
+
 def _well_formed(name: DNSLabel) -> bool:
     """Labels of 1 to 63 bytes, 255 bytes in all (RFC 1035 2.3.4): dnslib reads longer ones."""
     labels = getattr(name, "label", None) or ()
     return all(0 < len(label) <= 63 for label in labels) and sum(len(label) + 1 for label in labels) < 255
 
 
+@functools.lru_cache(maxsize=4096)
 def _ipv4(value: str) -> bool:
     try:
         return isinstance(ipaddress.ip_address(value), ipaddress.IPv4Address)

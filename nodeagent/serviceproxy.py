@@ -2,7 +2,8 @@
 reaches its ready endpoints, round-robin; and the cluster's DNS (dns.py) on the `kube-dns` Service's
 ClusterIP.
 
-    await ServiceProxy(client).run()        # until cancelled; run_nodeagent(..., proxy_services=True)
+    await ServiceProxy(client, node_ips=["192.0.2.2"]).run()   # until cancelled
+    # or run_nodeagent(..., proxy_services=True), which passes the agent's node IP
 
 Fed by two informers through the agent's client: Services (their ClusterIP and ports) and
 EndpointSlices (indexed by their kubernetes.io/service-name label; written by the EndpointSlice
@@ -17,8 +18,8 @@ true (never a not-ready one), round-robin; `sessionAffinity: ClientIP` keeps a c
 endpoint for `timeoutSeconds`. UDP: a datagram from a client address with no flow opens one — a
 socket connected to the next ready endpoint — and the endpoint's replies go back to the client from
 ClusterIP:port; a flow idle for UDP_IDLE seconds is closed, and one whose endpoint is no longer
-ready (or refused a datagram) is closed at its client's next datagram, which opens a flow to another
-endpoint. The endpoints are read from the informer's cache at each connection or datagram, so a
+ready is closed at its client's next datagram (one whose endpoint refused a datagram at once), and
+the client's next datagram opens a flow to another endpoint. The endpoints are read from the informer's cache at each connection or datagram, so a
 change of endpoints applies at once, without any restart. A Service that goes (or loses a port, or
 changes its ClusterIP) has its listeners closed and the addresses the proxy added removed; stopping
 the proxy does the same for all of them.
@@ -30,9 +31,9 @@ only when `ip route get` says it is local; nothing is added for them.
 DNS (`dns=True`, the default): port 53 of the Service `kube-system/kube-dns` is not proxied but
 answered by a DnsServer of this process on that ClusterIP (UDP and TCP), from the same two caches.
 
-Left out: SCTP ports (logged and skipped), externalIPs,
-load balancer IPs, topology hints and internalTrafficPolicy. The proxy changes the host's addresses,
-so the agent runs it only when asked (`--proxy-services`).
+Left out: SCTP ports (logged and skipped), externalIPs, load balancer IPs, topology hints and
+internalTrafficPolicy. The proxy changes the host's addresses, so the agent runs it only when asked
+(`--proxy-services`).
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ from eventplane.objects.events import Event
 log = logging.getLogger("eventplane.watchcache")
 
 BUFFER = 20_000
+MAX_BATCH = 512  # live changes handed to a watcher at once
 
 
 @dataclass(slots=True)  # the cache holds up to BUFFER of them: no __dict__ each for the collector to walk
@@ -136,38 +137,52 @@ class WatchCache:
 
     async def changes(self, after: int, accept: Callable[[Event], bool]) -> AsyncIterator[Change]:
         """Every accepted change after `after`, in order: from the buffer, then live."""
+        batches = self.batches(after, accept)
+        try:
+            async for batch in batches:
+                for change in batch:
+                    yield change
+        finally:
+            await batches.aclose()  # stop listening now, not when the generator is collected
+
+    async def batches(self, after: int, accept: Callable[[Event], bool], *,
+                      max_batch: int = MAX_BATCH) -> AsyncIterator[list[Change]]:
+        """As `changes`, in lists: the live changes already waiting come together (up to `max_batch`),
+        so a watcher writes one chunk for a burst instead of one per event."""
         queue: asyncio.Queue[Change] = asyncio.Queue()
         self._listeners[queue] = accept
         try:
-            if after < self.oldest():
-                async for change in self._from_stream(after, accept, queue):
-                    yield change
-                return
             last = after
-            for change in list(self._buffer):
-                if change.event.position > last and accept(change.event):
-                    last = change.event.position
-                    yield change
+            if after < self.oldest():
+                # An old position: read it from the stream until we meet the live queue.
+                async with Subscription(self._nc, self._config, after=after) as sub:
+                    while last < self.position:
+                        event = await sub.next(timeout=30)
+                        last = event.position
+                        if accept(event):
+                            yield [Change(event)]
+            else:
+                batch = []
+                for change in list(self._buffer):
+                    if change.event.position > last and accept(change.event):
+                        last = change.event.position
+                        batch.append(change)
+                        if len(batch) >= max_batch:
+                            yield batch
+                            batch = []
+                if batch:
+                    yield batch
             while True:
+                batch = []
                 change = await queue.get()
-                if change.event.position > last and accept(change.event):
-                    last = change.event.position
-                    yield change
+                while True:
+                    if change.event.position > last and accept(change.event):
+                        last = change.event.position
+                        batch.append(change)
+                    if len(batch) >= max_batch or queue.empty():
+                        break
+                    change = queue.get_nowait()
+                if batch:
+                    yield batch
         finally:
             self._listeners.pop(queue, None)
-
-    async def _from_stream(self, after: int, accept: Callable[[Event], bool],
-                           queue: asyncio.Queue[Change]) -> AsyncIterator[Change]:
-        """An old position: read it from the stream until we meet the live queue."""
-        last = after
-        async with Subscription(self._nc, self._config, after=after) as sub:
-            while last < self.position:
-                event = await sub.next(timeout=30)
-                last = event.position
-                if accept(event):
-                    yield Change(event)
-        while True:
-            change = await queue.get()
-            if change.event.position > last and accept(change.event):
-                last = change.event.position
-                yield change

@@ -25,6 +25,7 @@ from .registry import Registry
 from .watchcache import WatchCache
 
 BOOKMARK_INTERVAL = 30.0
+INITIAL_CHUNK = 100  # initial ADDED events written per chunk
 _TYPE = {EventType.CREATED: "ADDED", EventType.DELETED: "DELETED"}
 
 
@@ -72,9 +73,10 @@ class Watches:
             if initial:
                 listed = await self.registry.list(info, namespace)
                 after = int(listed["metadata"]["resourceVersion"])
-                for obj in listed["items"]:
-                    if (not name or obj["metadata"]["name"] == name) and matches(obj):
-                        await _send(response, "ADDED", obj)
+                out = [_line("ADDED", obj) for obj in listed["items"]
+                       if (not name or obj["metadata"]["name"] == name) and matches(obj)]
+                for i in range(0, len(out), INITIAL_CHUNK):
+                    await response.write(b"".join(out[i:i + INITIAL_CHUNK]))
                 if send_initial:
                     await _send(response, "BOOKMARK", _bookmark(info, after, initial_end=True))
             else:
@@ -91,7 +93,7 @@ class Watches:
         return response
 
     async def _stream(self, response, info, after, accept, matches, bookmarks: bool, deadline: float) -> None:
-        changes = self.cache.changes(after, accept).__aiter__()
+        changes = self.cache.batches(after, accept).__aiter__()
         last = after
         next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
         pending = None
@@ -109,14 +111,16 @@ class Watches:
                         await _send(response, "BOOKMARK", _bookmark(info, max(last, self.cache.position)))
                         next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
                     continue
-                change = pending.result()
+                batch = pending.result()
                 pending = None
-                last = change.event.position
-                kind = _watch_type(change, matches)
-                if kind is None:
-                    continue
-                obj = self.registry._as_version(info, dict(change.object))
-                await _send(response, kind, obj)
+                out = []
+                for change in batch:
+                    kind = _watch_type(change, matches)
+                    if kind is not None:
+                        out.append(_line(kind, self.registry._as_version(info, dict(change.object))))
+                last = batch[-1].event.position
+                if out:
+                    await response.write(b"".join(out))  # a burst of events in one chunk
         finally:
             if pending is not None:
                 pending.cancel()
@@ -153,5 +157,9 @@ def _bookmark(info: ResourceInfo, position: int, *, initial_end: bool = False) -
     return {"kind": info.kind, "apiVersion": info.api_version, "metadata": meta}
 
 
+def _line(kind: str, obj: dict[str, Any]) -> bytes:
+    return codec.encode({"type": kind, "object": obj}) + b"\n"
+
+
 async def _send(response: web.StreamResponse, kind: str, obj: dict[str, Any]) -> None:
-    await response.write(codec.encode({"type": kind, "object": obj}) + b"\n")
+    await response.write(_line(kind, obj))

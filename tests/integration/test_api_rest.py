@@ -379,3 +379,34 @@ async def test_a_version_from_the_future_waits_then_times_out_as_kubernetes_does
     assert body["details"]["causes"][0]["reason"] == "ResourceVersionTooLarge"
     status, listed, _ = await api.http("GET", f"{CM}?resourceVersion={c['metadata']['resourceVersion']}")
     assert status == 200 and [i["metadata"]["name"] for i in listed["items"]] == ["future"]
+
+
+async def test_a_burst_reaches_a_watcher_whole_in_order_and_in_few_chunks(api):
+    """Changes already waiting are handed to a watcher together (watchcache.batches) and written as
+    one chunk; every event still arrives once, in log order, each on its own line."""
+    _, c, _ = await api.http("POST", CM, body=configmap("burst-start"))
+    rv = int(c["metadata"]["resourceVersion"])
+    cache = api.server.cache
+    batches = cache.batches(rv, lambda e: e.stream.resource == "configmaps")
+    ssl_ctx = __import__("ssl").create_default_context(cadata=api.server.pki.ca_pem.decode())
+    headers = {"Authorization": f"Bearer {api.server.admin_token}"}
+    got = []
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{api.url}{CM}?watch=true&resourceVersion={rv}&timeoutSeconds=20",
+                               headers=headers, ssl=ssl_ctx) as resp:
+            await asyncio.gather(*(api.http("POST", CM, body=configmap(f"burst-{i}")) for i in range(60)))
+            async for line in resp.content:
+                got.append(json.loads(line))
+                if len(got) == 60:
+                    break
+    positions = [int(e["object"]["metadata"]["resourceVersion"]) for e in got]
+    assert positions == sorted(positions) and len(set(positions)) == 60
+    assert {e["object"]["metadata"]["name"] for e in got} == {f"burst-{i}" for i in range(60)}
+    seen = []
+    try:
+        while sum(map(len, seen)) < 60:
+            seen.append(await asyncio.wait_for(batches.__anext__(), 10))
+    finally:
+        await batches.aclose()
+    assert [ch.event.position for b in seen for ch in b] == positions
+    assert len(seen) < 60   # the burst came in fewer batches than events

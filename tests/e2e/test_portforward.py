@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import os
 import re
+import sys
 
 import aiohttp
 import pytest
 
-from tests.e2e.test_nodeagent_kubectl import until
+from tests.e2e.test_nodeagent_kubectl import ECHO, until
 from tests.integration.test_nodeagent import agent_running, docker, node  # noqa: F401 (fixtures)
-from tests.support.apiserver import kubectl_path
+from tests.support.apiserver import free_port, kubectl_path
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +44,10 @@ async def test_old_kubectl_exec_over_spdy(api, servers, docker, node, tmp_path):
         out = await api.ok("exec", "-i", "web", "--", "sh", "-c", "cat; echo done", input="from stdin\n",
                            version="1.27", timeout=30)
         assert out == "from stdin\ndone\n"
+        # attach over SPDY: the container's own stdin and stdout
+        await api.ok("apply", "-f", "-", input=ECHO.format(node=node))
+        await until(api, "get", "pod", "echo", "--no-headers", check=lambda o: "Running" in o)
+        assert "got ping" in await api.ok("attach", "-i", "echo", input="ping\n", version="1.27", timeout=30)
 
 
 @contextlib.asynccontextmanager
@@ -108,3 +113,24 @@ async def test_port_forward_errors(api, servers, docker, node, tmp_path):  # noq
             assert code == 400 and body["reason"] == "BadRequest" and message in body["message"], (query, body)
         code, body, _ = await api.http("POST", "/api/v1/namespaces/default/pods/nope/portforward")
         assert code == 404 and body["reason"] == "NotFound"
+
+
+async def test_port_forward_to_a_process_runtime_pod(api, servers, tmp_path):
+    from tests.integration.test_nodeagent import pod, wait_for
+    from tests.integration.test_nodeagent_process import proc, process_agent
+
+    port = free_port()
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("from a process\n")
+    async with process_agent(api, servers, tmp_path, node="pf-proc-node") as agent:
+        script = f"exec {sys.executable} -m http.server {port} --bind 127.0.0.1 --directory {tmp_path / 'www'}"
+        await agent.client.create(pod("served", "pf-proc-node", proc("app", script)), namespace="default")
+        await wait_for(agent.client, "served", lambda p: (p.get("status") or {}).get("phase") == "Running")
+        async with port_forward(api, "pod/served", f":{port}") as (proc_, local):
+            for _ in range(50):     # the server may still be starting
+                with contextlib.suppress(aiohttp.ClientError):
+                    assert await get(local, "/index.html") == (200, b"from a process\n")
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError("the pod's server never answered through port-forward")

@@ -21,7 +21,10 @@ order), so the controllers' CPU is their process's own (/proc/PID/stat).
    until every pod runs the new image and is Ready and the old ones are gone.
 5. CPU seconds the controller process used per 1,000 pods, over steps 3 and 4.
 
-    .venv/bin/python bench/controllers.py [--replicas 1000] [--nodes 100] [--json] [--keep]
+Requests go over the NATS API by default (`--via nats`: components started with `--via nats`, and
+the baseline's clients too), as in `eventplane up`; `--via rest` measures HTTPS instead.
+
+    .venv/bin/python bench/controllers.py [--replicas 1000] [--nodes 100] [--via nats|rest] [--json] [--keep]
 """
 from __future__ import annotations
 
@@ -140,15 +143,16 @@ class Bench:
         write_kubeconfig(self.kubeconfig, server_url=self.api.url,
                          ca_pem=(self.api.data_dir / "pki" / "ca.crt").read_bytes(), user_name="admin",
                          token=self.api.token)
-        client = Client.from_kubeconfig(str(self.kubeconfig), timeout=60)
+        nats = self.args.via == "nats"
+        # The benchmark's own creates (the baseline) go the way the components' do.
+        client = Client.from_kubeconfig(str(self.kubeconfig), timeout=60,
+                                        nats_url=self.servers.nats_url if nats else None)
         for ns in (NS_BASELINE, NS_ALONE, NS_DEPLOY):
             await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-        kc = ("--kubeconfig", str(self.kubeconfig))
-        self.spawn("simulate-nodes", "simulate-nodes", "--count", str(self.args.nodes), "--nats-url",
-                   self.servers.nats_url, *kc)
+        kc = ("--kubeconfig", str(self.kubeconfig), "--via", self.args.via, "--nats-url", self.servers.nats_url)
+        self.spawn("simulate-nodes", "simulate-nodes", "--count", str(self.args.nodes), *kc)
         self.spawn("scheduler", "scheduler", *kc)
-        self.spawn("controllers", "controllers", "--controllers", "replicaset,deployment", "--nats-url",
-                   self.servers.nats_url, *kc)
+        self.spawn("controllers", "controllers", "--controllers", "replicaset,deployment", *kc)
         deadline = PERF() + 60
         while PERF() < deadline:
             self.check()
@@ -291,7 +295,7 @@ async def run_all(servers: c.Servers, children: list[c.ChildProcess], args: argp
         await client.close()
     pods_total = 2 * args.replicas   # created in the first rollout, then again in the rolling update
     controller_cpu = run["cpu_create_s"]["controllers"] + run["cpu_update_s"]["controllers"]
-    return {"machine": facts, "config": {k: getattr(args, k) for k in ("replicas", "nodes", "clients")},
+    return {"machine": facts, "config": {k: getattr(args, k) for k in ("replicas", "nodes", "clients", "via")},
             "baseline": base, "alone": alone, "deployment": run,
             "controllers_over_api": alone["pods_created_per_s"] / base["per_s"],
             "pipeline_over_api": run["pods_created_per_s"] / base["per_s"],
@@ -304,6 +308,8 @@ def render(out: dict[str, Any]) -> str:
              f"{m.get('loop', '')}", "",
              f"{'measure':<52} {'value':>12}",
              f"{'-' * 52} {'-' * 12}",
+             f"requests over {cfg['via'].upper()} (components and the baseline's clients alike; watches over REST)",
+             "",
              f"{'baseline: raw API pod creates/s (' + str(cfg['clients']) + ' clients)':<52} {b['per_s']:>12,.0f}",
              f"{'  create latency p50 / p99 (ms)':<52} {b['p50_ms']:>5.1f} / {b['p99_ms']:<5.1f}",
              f"{'controllers alone: apply → ' + str(cfg['replicas']) + ' pods created (s)':<52} {a['created_s']:>12.2f}",
@@ -337,6 +343,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nodes", type=int, default=100, help="simulated nodes")
     p.add_argument("--clients", type=int, default=64, help="concurrent clients of the baseline")
     p.add_argument("--only-alone", action="store_true", help="stop after the baseline and the controllers alone")
+    p.add_argument("--via", choices=("rest", "nats"), default="nats",
+                   help="how the components (and the baseline) send requests; `eventplane up` uses nats")
     c.add_common_args(p)
     return p.parse_args(argv)
 

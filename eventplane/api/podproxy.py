@@ -205,6 +205,7 @@ async def serve_exec(request: web.Request, resources: Any, *, attach: bool = Fal
     over_spdy = spdyupgrade.wants_spdy(request)   # kubectl before 1.30
     if over_spdy:
         spdy_protocol = spdyupgrade.negotiate(request, spdyupgrade.EXEC_PROTOCOLS)
+        spdy_streams = spdyupgrade.exec_streams(request.query)
     elif not ws.can_prepare(request).ok:
         raise errors.BadRequestError("Upgrade request required")
     nc = request.app.get(NATS)
@@ -229,12 +230,12 @@ async def serve_exec(request: web.Request, resources: Any, *, attach: bool = Fal
             raise errors.BadRequestError(s.get("message", "")) if s.get("code") == 400 else \
                 errors.EventplaneError(s.get("message", ""))
         to_agent = doc["input"]
-        q = request.query
         if over_spdy:
-            client: Any = await spdyupgrade.SpdyExec.open(request, spdy_protocol, stdin=_flag(q.get("stdin")),
-                                                          stdout=_flag(q.get("stdout", "true")),
-                                                          stderr=_flag(q.get("stderr", "true")),
-                                                          tty=_flag(q.get("tty")))
+            try:
+                client: Any = await spdyupgrade.SpdyExec.open(request, spdy_protocol, **spdy_streams)
+            except BaseException:   # the client never opened its streams: the command is not wanted
+                await nc.publish(to_agent, b"", headers={"Op": "cancel"})
+                raise
         else:
             await ws.prepare(request)
             client = _WebSocketExec(ws)

@@ -159,7 +159,7 @@ class Forwarder:
     async def _forward(self, error_stream: spdy.Stream, data: spdy.Stream) -> None:
         port = data.header("port")
         try:
-            if not parse_ports([port]) or len(parse_ports([port])) != 1:
+            if len(parse_ports([port])) != 1:
                 raise errors.BadRequestError(f'invalid port "{port}"')
         except errors.EventplaneError as exc:
             await self._report(error_stream, exc.message)

@@ -150,6 +150,14 @@ def wants_tunnel(request: web.Request, protocols: tuple[str, ...]) -> bool:
 STDOUT, STDERR = 1, 2
 
 
+def exec_streams(query: Any) -> dict[str, bool]:
+    """Which streams the client will open, from PodExecOptions' query (absent means false)."""
+    streams = {k: query.get(k, "").lower() in ("true", "1") for k in ("stdin", "stdout", "stderr", "tty")}
+    if not (streams["stdin"] or streams["stdout"] or streams["stderr"]):
+        raise errors.BadRequestError("you must specify at least 1 of stdin, stdout, stderr")
+    return streams
+
+
 class SpdyExec:
     """The client side of podproxy's exec relay, for kubectl speaking remotecommand over SPDY."""
 

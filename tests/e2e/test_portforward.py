@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import os
 import re
+import ssl
 import sys
 
 import aiohttp
 import pytest
 
+from eventplane.api import spdy
 from tests.e2e.test_nodeagent_kubectl import ECHO, until
 from tests.integration.test_nodeagent import agent_running, docker, node  # noqa: F401 (fixtures)
 from tests.support.apiserver import free_port, kubectl_path
@@ -113,6 +115,30 @@ async def test_port_forward_errors(api, servers, docker, node, tmp_path):  # noq
             assert code == 400 and body["reason"] == "BadRequest" and message in body["message"], (query, body)
         code, body, _ = await api.http("POST", "/api/v1/namespaces/default/pods/nope/portforward")
         assert code == 404 and body["reason"] == "NotFound"
+        spdy_upgrade = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"}
+        code, body, _ = await api.http("POST", base, headers={**spdy_upgrade, "X-Stream-Protocol-Version": "v9"})
+        assert code == 403 and "unable to negotiate protocol" in body["message"]
+        code, body, _ = await api.http("POST", "/api/v1/namespaces/default/pods/web/exec?command=true",
+                                       headers={**spdy_upgrade, "X-Stream-Protocol-Version": "v4.channel.k8s.io"})
+        assert code == 400 and body["message"] == "you must specify at least 1 of stdin, stdout, stderr"
+
+        # A data stream whose port header is not a port: the error stream says so, nothing is dialled.
+        ssl_ctx = ssl.create_default_context(cadata=api.server.pki.ca_pem.decode())
+        async with aiohttp.ClientSession() as s, s.ws_connect(
+                api.url + base, protocols=("SPDY/3.1+portforward.k8s.io",), ssl=ssl_ctx,
+                headers={"Authorization": f"Bearer {api.server.admin_token}"}) as ws:
+            assert ws.protocol == "SPDY/3.1+portforward.k8s.io"
+            enc, dec = spdy.Encoder(), spdy.Decoder()
+            await ws.send_bytes(enc.encode(spdy.SynStream(1, {"streamtype": ["error"], "port": ["0"],
+                                                             "requestid": ["0"]})))
+            await ws.send_bytes(enc.encode(spdy.SynStream(3, {"streamtype": ["data"], "port": ["0"],
+                                                             "requestid": ["0"]})))
+            frames: list = []
+            while not any(isinstance(f, spdy.Data) and f.stream_id == 1 and f.fin for f in frames):
+                frames += dec.feed((await asyncio.wait_for(ws.receive(), 10)).data)
+            assert [f.stream_id for f in frames if isinstance(f, spdy.SynReply)] == [1, 3]
+            said = b"".join(f.data for f in frames if isinstance(f, spdy.Data) and f.stream_id == 1)
+            assert said == b'port "0" must be > 0'
 
 
 async def test_port_forward_to_a_process_runtime_pod(api, servers, tmp_path):

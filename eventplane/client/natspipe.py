@@ -15,6 +15,9 @@ end. Messages carry a header `Op`:
   sender instead of growing a queue, and the subscription never holds more than a window.
 - `end`, optionally with `Error`: this end is gone; the other's `recv()` gets None after what was
   already queued, its `send()` raises PipeClosed, and `closed` is set.
+- `alive`, every `keepalive` seconds: an end that hears nothing from the other for three of those
+  takes it as gone (an agent or API server that died says no `end`), so neither holds a pod
+  connection or a kubectl stream for a peer that is not there.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from typing import Any
 
 WINDOW = 1 << 20
 CHUNK = 64 * 1024
+KEEPALIVE = 10.0
 
 
 class PipeClosed(Exception):
@@ -31,7 +35,7 @@ class PipeClosed(Exception):
 
 
 class Pipe:
-    def __init__(self, nc: Any, sub: Any, peer: str, *, window: int = WINDOW) -> None:
+    def __init__(self, nc: Any, sub: Any, peer: str, *, window: int = WINDOW, keepalive: float = KEEPALIVE) -> None:
         self.nc, self.peer, self.window = nc, peer, window
         self._sub = sub
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -42,10 +46,24 @@ class Pipe:
         self.error = ""                  # why the other end ended, if it said
         self.closed = asyncio.Event()    # the other end sent `end`, or data was lost
         self._ended = False              # we sent `end`
+        self._last_heard = asyncio.get_running_loop().time()
         self._dispatch = asyncio.ensure_future(self._run())
+        self._keepalive = asyncio.ensure_future(self._keep_alive(keepalive))
+
+    async def _keep_alive(self, every: float) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.closed.is_set():
+            await asyncio.sleep(every)
+            if loop.time() - self._last_heard > 3 * every:
+                self._peer_ended(f"nothing heard from the other end for {3 * every:g} s")
+                return
+            with contextlib.suppress(Exception):
+                await self.nc.publish(self.peer, b"", headers={"Op": "alive"})
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         async for m in self._sub.messages:
+            self._last_heard = loop.time()
             headers = m.headers or {}
             op = headers.get("Op")
             if op == "ack":
@@ -109,7 +127,8 @@ class Pipe:
                     headers["Error"] = " ".join(error.split())    # a NATS header is one line
                 with contextlib.suppress(Exception):
                     await self.nc.publish(self.peer, b"", headers=headers)
-        self._dispatch.cancel()
-        await asyncio.gather(self._dispatch, return_exceptions=True)
+        for t in (self._dispatch, self._keepalive):
+            t.cancel()
+        await asyncio.gather(self._dispatch, self._keepalive, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()

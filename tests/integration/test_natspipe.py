@@ -79,3 +79,23 @@ async def test_a_gap_or_an_error_ends_the_pipe(servers):
         await nc_a.close()
         await nc_b.close()
 
+
+async def test_an_end_that_goes_silent_is_taken_as_gone(servers):
+    nc_a, nc_b = await nats.connect(servers.nats_url), await nats.connect(servers.nats_url)
+    try:
+        a_subject, b_subject = nc_a.new_inbox(), nc_b.new_inbox()
+        sub_a, sub_b = await nc_a.subscribe(a_subject), await nc_b.subscribe(b_subject)
+        await nc_a.flush()
+        await nc_b.flush()
+        a = Pipe(nc_a, sub_a, b_subject, keepalive=0.2)
+        b = Pipe(nc_b, sub_b, a_subject, keepalive=0.2)
+        await asyncio.sleep(1.0)          # both alive: their `alive`s keep each other open
+        assert not a.closed.is_set() and not b.closed.is_set()
+        b._keepalive.cancel()             # b dies without a word (its process is gone)
+        b._dispatch.cancel()
+        await asyncio.wait_for(a.closed.wait(), 3)
+        assert await a.recv() is None and "nothing heard from the other end" in a.error
+        await a.end()
+    finally:
+        await nc_a.close()
+        await nc_b.close()

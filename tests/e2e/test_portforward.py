@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import ssl
@@ -46,6 +47,19 @@ async def test_old_kubectl_exec_over_spdy(api, servers, docker, node, tmp_path):
         out = await api.ok("exec", "-i", "web", "--", "sh", "-c", "cat; echo done", input="from stdin\n",
                            version="1.27", timeout=30)
         assert out == "from stdin\ndone\n"
+        # a TTY's resize stream, from a client of our own (kubectl needs a terminal for -t)
+        frames = await raw_spdy_exec(api, "/api/v1/namespaces/default/pods/web/exec?command=sh&command=-c&"
+                                          "command=sleep+1;stty+size&stdin=true&stdout=true&tty=true",
+                                     [spdy.SynStream(1, {"streamtype": ["error"]}),
+                                      spdy.SynStream(3, {"streamtype": ["stdin"]}),
+                                      spdy.SynStream(5, {"streamtype": ["stdout"]}),
+                                      spdy.SynStream(7, {"streamtype": ["resize"]}),
+                                      spdy.Data(7, b'{"Width":100,"Height":40}\n{"Width":120,'),
+                                      spdy.Data(7, b'"Height":33}\n')])
+        out = b"".join(f.data for f in frames if isinstance(f, spdy.Data) and f.stream_id == 5)
+        assert out.strip() == b"33 120"
+        status = b"".join(f.data for f in frames if isinstance(f, spdy.Data) and f.stream_id == 1)
+        assert json.loads(status)["status"] == "Success"
         # attach over SPDY: the container's own stdin and stdout
         await api.ok("apply", "-f", "-", input=ECHO.format(node=node))
         await until(api, "get", "pod", "echo", "--no-headers", check=lambda o: "Running" in o)
@@ -160,3 +174,28 @@ async def test_port_forward_to_a_process_runtime_pod(api, servers, tmp_path):
                 await asyncio.sleep(0.2)
             else:
                 raise AssertionError("the pod's server never answered through port-forward")
+
+
+async def raw_spdy_exec(api, path: str, send: list) -> list:
+    """POST `path` upgraded to SPDY/3.1 (v4.channel.k8s.io), send `send`, and return every frame
+    the server sent until it ended the error stream."""
+    ssl_ctx = ssl.create_default_context(cadata=api.server.pki.ca_pem.decode())
+    host, port = api.url.removeprefix("https://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=ssl_ctx)
+    try:
+        writer.write(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {api.server.admin_token}\r\n"
+                     "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n"
+                     "Content-Length: 0\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 101") and b"X-Stream-Protocol-Version: v4.channel.k8s.io" in head, head
+        enc, dec = spdy.Encoder(), spdy.Decoder()
+        for frame in send:
+            writer.write(enc.encode(frame))
+        frames: list = []
+        while not any(isinstance(f, spdy.Data) and f.stream_id == 1 and f.fin for f in frames):
+            data = await asyncio.wait_for(reader.read(65536), 20)
+            assert data, f"the server closed the connection; frames so far: {frames}"
+            frames += dec.feed(data)
+        return frames
+    finally:
+        writer.close()

@@ -141,7 +141,8 @@ async def scheduling_run(server: ServerUnderTest, kubeconfig: Path, http: HttpCl
                          options: Options, args: argparse.Namespace, label: str) -> dict[str, Any]:
     """Start a scheduler, create `pods` pending pods, wait for every binding; what it took."""
     await create_namespace(http, namespace)
-    async with Client.from_kubeconfig(str(kubeconfig), user_agent="bench-scheduler") as client:
+    nats_url = args.nats_url if args.via == "nats" else None  # the scheduler's requests: bindings and Events
+    async with Client.from_kubeconfig(str(kubeconfig), user_agent="bench-scheduler", nats_url=nats_url) as client:
         sched = Scheduler(client, identity=f"bench-{label}", options=options, keep_stats=True,
                           events=not args.no_events)
         task = asyncio.create_task(sched.run())
@@ -246,6 +247,7 @@ def harness_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
 async def one_cluster(servers: c.Servers, children: list[c.ChildProcess], args: argparse.Namespace,
                       nodes: int) -> dict[str, Any]:
     server = ServerUnderTest(servers, children, argparse.Namespace(server_log_level=args.server_log_level))
+    args.nats_url = servers.nats_url
     await server.start()
     kubeconfig = servers.data_dir / f"kubeconfig-{nodes}"
     write_kubeconfig(kubeconfig, server_url=server.url, ca_pem=(server.data_dir / "pki" / "ca.crt").read_bytes(),
@@ -286,7 +288,8 @@ async def one_cluster(servers: c.Servers, children: list[c.ChildProcess], args: 
 
 async def run_all(servers: c.Servers, children: list[c.ChildProcess], args: argparse.Namespace,
                   loop_name: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"machine": await c.machine_facts(servers, loop_name), "args": vars(args), "clusters": []}
+    out: dict[str, Any] = {"machine": await c.machine_facts(servers, loop_name), "args": vars(args), "clusters": [],
+                           "via": args.via}
     if args.harness_pods:
         out["harness"] = harness_runs(args)
     if args.harness_only:
@@ -309,7 +312,7 @@ def _ms(d: dict[str, float], key: str) -> str:
 def render(out: dict[str, Any]) -> str:
     m = out["machine"]
     lines = [f"bench/scheduler.py on {m.get('nproc')} cores ({m.get('cpu')}), {m.get('loop')}, "
-             f"python {m.get('python')}", ""]
+             f"python {m.get('python')}; the scheduler's requests over {out.get('via', 'rest').upper()}", ""]
     for cl in out["clusters"]:
         main, base = cl["main"], cl["baseline"]
         lines += [f"== {cl['nodes']:,} nodes (registered at {cl['register']['per_s']:,.0f}/s) ==",
@@ -379,6 +382,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory", default="128Gi")
     p.add_argument("--pods-per-node", type=int, default=110)
     p.add_argument("--no-events", action="store_true", help="the scheduler posts no Events (half the writes)")
+    p.add_argument("--via", choices=("rest", "nats"), default="nats",
+                   help="how the scheduler sends its bindings and Events (`eventplane up` uses nats); the pods are "
+                        "created over HTTPS either way")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the bindings of one run")
     p.add_argument("--profile", metavar="N", type=int, default=0,
                    help="run this process under cProfile and print its N most expensive functions to stderr")

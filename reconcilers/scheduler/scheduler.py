@@ -47,6 +47,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from eventplane.client import Client
+from eventplane.client.coalesce import Coalescer
 from eventplane.objects import errors
 from reconcilers.informer import SharedInformerFactory, causation_of
 from reconcilers.leaderelection import LeaderElector
@@ -67,8 +68,9 @@ log = logging.getLogger("eventplane.scheduler")
 
 DEFAULT_SCHEDULER_NAME = "default-scheduler"
 BATCH = 128           # pods decided per pass (a pass holds the event loop: bindings and informers wait)
-BINDERS = 32          # bindings in flight at once (more only queue up in the API server)
-EVENT_WRITERS = 8
+BINDERS = 128         # bindings in flight at once, sent together (coalesce.py) as a pass places them
+EVENT_WRITERS = 4     # requests of Events in flight, each carrying every Event waiting (up to EVENT_BATCH)
+EVENT_BATCH = 256
 PRUNE_AT = 200_000    # memo entries before stale generations are dropped
 AVOID_SECONDS = 300.0  # how long a controller's pods avoid a node where one of them failed to start
 # Container states that mean "could not start here" (the kubelet's reasons).
@@ -157,6 +159,8 @@ class Scheduler:
         self.start = 0
         self.stats = Stats()
         self._binders = asyncio.Semaphore(binders)
+        # The bindings of a pass go to the API together: one request over NATS, one share of a group commit.
+        self._bindings = Coalescer(client, "pods", subresource="binding", max_batch=binders)
         self._tasks: set[asyncio.Task] = set()
         self._events: asyncio.Queue[tuple[dict, int | None]] = asyncio.Queue()
         self._handlers_added = False
@@ -409,8 +413,7 @@ class Scheduler:
         async with self._binders:
             await self._select_node(qp.pod, pl.node, causation)
             try:
-                await self.client.create_subresource(self.pods_resource, name, "binding", binding, namespace=ns,
-                                                     causation=causation)
+                await self._bindings.create(binding, causation=causation)
             except (errors.NotFoundError, errors.GoneError):
                 self.cache.forget(qp.key)
                 self.queue.delete(qp.key)
@@ -571,16 +574,26 @@ class Scheduler:
         self._events.put_nowait((event, causation))
 
     async def _write_events(self) -> None:
+        """Every Event waiting goes in one request (each with its own causation)."""
         while True:
-            event, causation = await self._events.get()
+            batch = [await self._events.get()]
+            while len(batch) < EVENT_BATCH and not self._events.empty():
+                batch.append(self._events.get_nowait())
             try:
-                await self.client.create(event, causation=causation)
-            except errors.EventplaneError as exc:
-                log.info("%s: event for %s not recorded: %s", self.name, event["involvedObject"]["name"], exc)
-            except Exception as exc:
-                log.warning("%s: event for %s not recorded: %s", self.name, event["involvedObject"]["name"], exc)
+                results = await self.client.create_many("events", [e for e, _ in batch],
+                                                        causations=[c for _, c in batch])
+            except Exception as exc:  # the whole request failed
+                results = [exc] * len(batch)
             finally:
-                self._events.task_done()
+                for _ in batch:
+                    self._events.task_done()
+            for (event, _), result in zip(batch, results):
+                if isinstance(result, errors.EventplaneError):
+                    log.info("%s: event for %s not recorded: %s", self.name, event["involvedObject"]["name"],
+                             result)
+                elif isinstance(result, Exception):
+                    log.warning("%s: event for %s not recorded: %s", self.name, event["involvedObject"]["name"],
+                                result)
 
     async def flush_events(self) -> None:
         await self._events.join()

@@ -111,7 +111,8 @@ class Forwarder:
         serving = asyncio.ensure_future(self.session.serve())
         try:
             while (stream := await self.session.accept()) is not None:
-                await self._paired(stream)
+                with contextlib.suppress(spdy.StreamReset, ConnectionError):
+                    await self._paired(stream)
         finally:
             for t in self._tasks:
                 t.cancel()
@@ -132,7 +133,7 @@ class Forwarder:
             return
         pair[kind] = stream
         if len(pair) == 1:
-            self._spawn(self._expire(request_id))
+            self._spawn(self._expire(request_id, pair))
             return
         del self._pending[request_id]
         self._spawn(self._forward(pair["error"], pair["data"]))
@@ -142,13 +143,16 @@ class Forwarder:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _expire(self, request_id: str) -> None:
+    async def _expire(self, request_id: str, pair: dict[str, spdy.Stream]) -> None:
         await asyncio.sleep(PAIR_TIMEOUT)
-        pair = self._pending.pop(request_id, None)
-        if pair and "error" in pair:
+        if self._pending.get(request_id) is not pair:
+            return      # completed in time
+        del self._pending[request_id]
+        if "error" in pair:
             await self._report(pair["error"], "timed out waiting for the data stream")
-        for s in (pair or {}).values():
-            await s.reset()
+        for s in pair.values():
+            with contextlib.suppress(spdy.StreamReset, ConnectionError):
+                await s.reset()
 
     async def _report(self, error_stream: spdy.Stream, message: str, port: str = "") -> None:
         text = f"error forwarding port {port} to pod {self.name}, uid {self.uid}: {message}" if port else message

@@ -13,7 +13,7 @@ import sys
 import aiohttp
 import pytest
 
-from eventplane.api import spdy
+from eventplane.api import portforward, spdy
 from tests.e2e.test_nodeagent_kubectl import ECHO, until
 from tests.integration.test_nodeagent import agent_running, docker, node  # noqa: F401 (fixtures)
 from tests.support.apiserver import free_port, kubectl_path
@@ -105,7 +105,7 @@ async def test_port_forward_reaches_the_pods_http_server(api, servers, docker, n
                 assert s1 == s2 == 200 and big1 == big2 == BIG
 
 
-async def test_port_forward_errors(api, servers, docker, node, tmp_path):  # noqa: F811
+async def test_port_forward_errors(api, servers, docker, node, tmp_path, monkeypatch):  # noqa: F811
     async with agent_running(api, servers, node, tmp_path):
         await api.ok("apply", "-f", "-", input=WEB.format(node=node))
         await until(api, "get", "pod", "web", "--no-headers", check=lambda o: "Running" in o)
@@ -148,11 +148,20 @@ async def test_port_forward_errors(api, servers, docker, node, tmp_path):  # noq
             await ws.send_bytes(enc.encode(spdy.SynStream(3, {"streamtype": ["data"], "port": ["0"],
                                                              "requestid": ["0"]})))
             frames: list = []
-            while not any(isinstance(f, spdy.Data) and f.stream_id == 1 and f.fin for f in frames):
-                frames += dec.feed((await asyncio.wait_for(ws.receive(), 10)).data)
+
+            async def said(stream_id: int) -> bytes:
+                """What the server wrote on the stream, once it closed it."""
+                while not any(isinstance(f, spdy.Data) and f.stream_id == stream_id and f.fin for f in frames):
+                    frames.extend(dec.feed((await asyncio.wait_for(ws.receive(), 10)).data))
+                return b"".join(f.data for f in frames if isinstance(f, spdy.Data) and f.stream_id == stream_id)
+
+            assert await said(1) == b'port "0" must be > 0'
             assert [f.stream_id for f in frames if isinstance(f, spdy.SynReply)] == [1, 3]
-            said = b"".join(f.data for f in frames if isinstance(f, spdy.Data) and f.stream_id == 1)
-            assert said == b'port "0" must be > 0'
+            # an error stream whose data stream never comes
+            monkeypatch.setattr(portforward, "PAIR_TIMEOUT", 0.3)
+            await ws.send_bytes(enc.encode(spdy.SynStream(5, {"streamtype": ["error"], "port": ["8080"],
+                                                             "requestid": ["1"]})))
+            assert await said(5) == b"timed out waiting for the data stream"
 
 
 async def test_port_forward_to_a_process_runtime_pod(api, servers, tmp_path):

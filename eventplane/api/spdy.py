@@ -237,23 +237,29 @@ class Decoder:
     def feed(self, data: bytes) -> list[Frame]:
         self._buf += data
         frames: list[Frame] = []
-        while len(self._buf) >= 8:
-            first, second = struct.unpack_from(">II", self._buf)
-            flags, length = second >> 24, second & 0xFFFFFF
-            if len(self._buf) < 8 + length:
-                break
-            payload = bytes(self._buf[8:8 + length])
-            del self._buf[:8 + length]
-            if not first & 0x80000000:
-                frames.append(Data(first & 0x7FFFFFFF, payload, bool(flags & FLAG_FIN)))
-                continue
-            version, kind = (first >> 16) & 0x7FFF, first & 0xFFFF
-            if version != VERSION:
-                raise ProtocolError(f"SPDY version {version}, not {VERSION}")
-            frame = self._control(kind, flags, payload)
-            if frame is not None:
-                frames.append(frame)
+        buf, pos = self._buf, 0
+        try:
+            while len(buf) - pos >= 8:
+                first, second = struct.unpack_from(">II", buf, pos)
+                flags, length = second >> 24, second & 0xFFFFFF
+                if len(buf) - pos < 8 + length:
+                    break
+                payload = bytes(buf[pos + 8:pos + 8 + length])
+                pos += 8 + length
+                frame = self._frame(first, flags, payload)
+                if frame is not None:
+                    frames.append(frame)
+        finally:
+            del buf[:pos]      # once per feed, not once per frame
         return frames
+
+    def _frame(self, first: int, flags: int, payload: bytes) -> Frame | None:
+        if not first & 0x80000000:
+            return Data(first & 0x7FFFFFFF, payload, bool(flags & FLAG_FIN))
+        version, kind = (first >> 16) & 0x7FFF, first & 0xFFFF
+        if version != VERSION:
+            raise ProtocolError(f"SPDY version {version}, not {VERSION}")
+        return self._control(kind, flags, payload)
 
     def _control(self, kind: int, flags: int, p: bytes) -> Frame | None:
         fin = bool(flags & FLAG_FIN)

@@ -30,7 +30,8 @@ spec:
   containers:
   - name: app
     image: eventplane-test/busybox:1
-    command: [sh, -c, "mkdir -p /www && echo hello-from-pod > /www/index.html && seq 1 200000 > /www/big && httpd -f -p 8080 -h /www"]
+    command: [sh, -c, "mkdir -p /www && echo hello-from-pod > /www/index.html && seq 1 200000 > /www/big &&
+                       exec httpd -f -p 8080 -h /www"]
 """
 BIG = "".join(f"{i}\n" for i in range(1, 200001)).encode()
 

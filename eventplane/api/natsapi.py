@@ -29,8 +29,9 @@ Protocol (one request per subject, `PREFIX` defaults to `ep.api`):
 - apply: `body` is one manifest or a list of them (server-side apply, field
   manager `epctl` unless given); a list is answered with a `List` whose items
   are the applied objects or, for the documents that failed, their Status.
-- create: `body` may be a list too (a controller's burst of pods, the
-  scheduler's Events): the items are written concurrently, so they share the
+- create and update: `body` may be a list too (a controller's burst of pods,
+  the scheduler's Events, a node's status writes): the items are written
+  concurrently, so they share the
   group commit's transactions; each succeeds or fails alone, and the `List`
   answered holds each item's object or Status in the order given.
   `causations` (a list as long as `body`, of positions or nulls) gives each
@@ -251,23 +252,28 @@ class NatsApi:
 
     async def _create(self, req, caller, duplicates, media):
         docs = req.get("body")
-        if not isinstance(docs, list):
-            return await self._create_one(req, required_body(req), caller, write_options(req, duplicates))
+        if isinstance(docs, list):
+            return await self._each(req, caller, docs, self._create_one)
+        return await self._create_one(req, required_body(req), caller, write_options(req, duplicates))
+
+    async def _each(self, req, caller, docs, write_one):
+        """A list body: each item written concurrently (so they share the group commit's transactions),
+        each with its own causation, each succeeding or failing alone; answered as a List in order."""
         opts = write_options(req, [])  # duplicate fields are found in single JSON bodies only
         if caller.idempotency_key is not None:
-            raise errors.BadRequestError("an Idempotency-Key names one write; a list of objects to create "
-                                         "cannot carry one")
+            raise errors.BadRequestError("an Idempotency-Key names one write; a list of objects cannot carry one")
         causations = req.get("causations")
         if causations is None:
             causations = [caller.causation] * len(docs)
         elif not (isinstance(causations, list) and len(causations) == len(docs)
                   and all(c is None or (isinstance(c, int) and c >= 0) for c in causations)):
             raise errors.BadRequestError('"causations" must be a list of positions (or nulls), one per object')
+        per_item = {k: v for k, v in req.items() if k != "name"}  # each item names itself
 
         async def one(doc, causation):
             try:
-                obj, _, warnings = await self._create_one(req, doc, dataclasses.replace(caller, causation=causation),
-                                                          opts)
+                obj, _, warnings = await write_one(per_item, doc, dataclasses.replace(caller, causation=causation),
+                                                   opts)
                 return obj, warnings
             except errors.EventplaneError as exc:
                 return exc.to_status(), []
@@ -297,13 +303,19 @@ class NatsApi:
         return result.object, 201, result.warnings
 
     async def _update(self, req, caller, duplicates, media):
-        body = required_body(req)
+        docs = req.get("body")
+        if isinstance(docs, list):
+            return await self._each(req, caller, docs, self._update_one)
+        return await self._update_one(req, required_body(req), caller, write_options(req, duplicates))
+
+    async def _update_one(self, req, body, caller, opts):
+        if not isinstance(body, dict):
+            raise errors.BadRequestError("every object to update must be an object")
         info = self.resolve(req, body)
         name = req.get("name") or (body.get("metadata") or {}).get("name") or required_name(req)
         sub = subresource(req, info, ("status", "finalize"))
-        result = await self.server.registry.update(info, namespace_of(info, req, body), name, body, caller,
-                                                   write_options(req, duplicates), **({"subresource": sub} if sub
-                                                                                       else {}))
+        result = await self.server.registry.update(info, namespace_of(info, req, body), name, body, caller, opts,
+                                                   **({"subresource": sub} if sub else {}))
         return result.object, 201 if result.created else 200, result.warnings
 
     async def _patch(self, req, caller, duplicates, media):

@@ -229,18 +229,27 @@ class Client:
         Over NATS this is one request whose writes share the server's group commit; over REST, concurrent
         requests. Returns, in order, each created object (a subresource's Status) or the error (not raised,
         as asyncio.gather(return_exceptions=True) does)."""
+        return await self._many("create", resource, objs, namespace, subresource, causations)
+
+    async def update_many(self, resource: ResourceArg, objs: list[dict[str, Any]], *, namespace: str | None = None,
+                          subresource: str = "", causations: list[int | None] | None = None) -> list[Any]:
+        """As create_many, for updates (PUT): e.g. a node's status writes of many pods at once."""
+        return await self._many("update", resource, objs, namespace, subresource, causations)
+
+    async def _many(self, verb: str, resource: ResourceArg, objs: list[dict[str, Any]], namespace: str | None,
+                    subresource: str, causations: list[int | None] | None) -> list[Any]:
         if not objs:
             return []
         info = await self.resolve(resource)
         causes = list(causations) if causations is not None else [None] * len(objs)
         if len(causes) != len(objs):
-            raise ValueError("create_many: one causation per object")
-        create_many = getattr(self.transport, "create_many", None)
-        if create_many is not None:
+            raise ValueError(f"{verb}_many: one causation per object")
+        write_many = getattr(self.transport, "write_many", None)
+        if write_many is not None:
             # Without a namespace given, each object's own metadata.namespace (else "default") holds.
-            op = Op("create", info, namespace or "", subresource=subresource)
+            op = Op(verb, info, namespace or "", subresource=subresource)
             try:
-                reply = await self._retrying(lambda: create_many(op, objs, causes), idempotent=False)
+                reply = await self._retrying(lambda: write_many(op, objs, causes), idempotent=False)
             except errors.RequestEntityTooLargeError:
                 pass  # too big for one message: one request per object below
             else:
@@ -249,6 +258,8 @@ class Client:
 
         async def one(obj: dict[str, Any], causation: int | None) -> Any:
             ns = namespace or (obj.get("metadata") or {}).get("namespace")
+            if verb == "update":
+                return await self.update(obj, namespace=ns, causation=causation, subresource=subresource)
             if subresource:
                 return await self.create_subresource(info, obj["metadata"]["name"], subresource, obj, namespace=ns,
                                                      causation=causation)

@@ -1,12 +1,14 @@
-"""Concurrent creates of one resource, sent together: what a component's bursts of writes
-(a ReplicaSet's slow-start batch of pods, the scheduler's bindings and Events) cost
-the API server as one request instead of many.
+"""Concurrent creates (or updates) of one resource, sent together: what a component's bursts of
+writes (a ReplicaSet's slow-start batch of pods, the scheduler's bindings and Events, a node's
+status writes) cost the API server as one request instead of many.
 
     pods = Coalescer(client, "pods")
-    created = await pods.create(pod, causation=position)      # from many tasks at once
+    created = await pods.write(pod, causation=position)       # from many tasks at once
+    statuses = Coalescer(client, "pods", subresource="status", verb="update")
+    updated = await statuses.write(pod_with_status)
 
-Every `create` awaited in the same turn of the event loop joins one
-`Client.create_many` (over NATS one message whose writes share the server's
+Every `write` awaited in the same turn of the event loop joins one
+`Client.create_many` or `update_many` (over NATS one message whose writes share the server's
 group commit; over REST still one request per object). Each caller gets its own
 object back or its own error raised, exactly as from `Client.create`;
 `max_batch` bounds a request and `max_in_flight` the requests outstanding, so a
@@ -25,9 +27,12 @@ MAX_IN_FLIGHT = 4
 
 
 class Coalescer:
-    def __init__(self, client: Client, resource: ResourceArg, *, subresource: str = "", max_batch: int = MAX_BATCH,
-                 max_in_flight: int = MAX_IN_FLIGHT) -> None:
+    def __init__(self, client: Client, resource: ResourceArg, *, subresource: str = "", verb: str = "create",
+                 max_batch: int = MAX_BATCH, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+        if verb not in ("create", "update"):
+            raise ValueError(f"a Coalescer creates or updates, not {verb!r}")
         self.client = client
+        self._write_many = client.create_many if verb == "create" else client.update_many
         self.resource = resource
         self.subresource = subresource
         self.max_batch = max(1, max_batch)
@@ -35,10 +40,10 @@ class Coalescer:
         self._pending: list[tuple[dict[str, Any], int | None, asyncio.Future]] = []
         self._sender: asyncio.Task | None = None
         self._batches: set[asyncio.Task] = set()  # requests on their way (held: tasks are weakly referenced)
-        self.requests = 0  # how many create_many calls were made (for tests and benchmarks)
+        self.requests = 0  # how many requests were made (for tests and benchmarks)
 
-    async def create(self, obj: dict[str, Any], *, causation: int | None = None) -> Any:
-        """The created object (for a subresource, the server's Status), or the error raised."""
+    async def write(self, obj: dict[str, Any], *, causation: int | None = None) -> Any:
+        """The created (or updated) object (for a subresource, the server's Status), or the error raised."""
         future = asyncio.get_running_loop().create_future()
         self._pending.append((obj, causation, future))
         if self._sender is None or self._sender.done():
@@ -60,9 +65,8 @@ class Coalescer:
     async def _send_one(self, batch: list[tuple[dict[str, Any], int | None, asyncio.Future]]) -> None:
         try:
             self.requests += 1
-            results = await self.client.create_many(self.resource, [obj for obj, _, _ in batch],
-                                                    subresource=self.subresource,
-                                                    causations=[c for _, c, _ in batch])
+            results = await self._write_many(self.resource, [obj for obj, _, _ in batch],
+                                             subresource=self.subresource, causations=[c for _, c, _ in batch])
         except BaseException as exc:  # the whole request failed (unreachable, cancelled): each caller learns it
             results = [exc] * len(batch)
             if not isinstance(exc, Exception):

@@ -5,7 +5,7 @@ Built by Client.from_kubeconfig(..., nats_url=URL) when the kubeconfig carries a
 bearer token (the NATS API authenticates by token alone). A request over NATS
 skips TLS, HTTP parsing and path routing on the API server — about a quarter of
 the server's CPU per write (bench/api.py's `--via nats` line) — and
-`create_many` sends a burst of writes as one message. Watches stay on REST,
+`write_many` sends a burst of writes as one message. Watches stay on REST,
 whose stream the informers and resumption logic have always used; the
 subresources the NATS API does not serve (`scale`) go over REST too.
 """
@@ -43,8 +43,8 @@ class HybridTransport:
     async def apply_many(self, docs: list[dict[str, Any]], write: Write, namespace: str) -> Reply:
         return await self.nats.apply_many(docs, write, namespace)
 
-    async def create_many(self, op: Op, docs: list[Any], causations: list[int | None]) -> Reply:
-        return await self.nats.create_many(op, docs, causations)
+    async def write_many(self, op: Op, docs: list[Any], causations: list[int | None]) -> Reply:
+        return await self.nats.write_many(op, docs, causations)
 
     async def close(self) -> None:
         try:

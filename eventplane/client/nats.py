@@ -182,13 +182,13 @@ class NatsTransport:
     async def call(self, op: Op) -> Reply:
         return await self.request(op.verb, _body(op), op.write)
 
-    async def create_many(self, op: Op, docs: list[Any], causations: list[int | None]) -> Reply:
-        """Create several objects of `op`'s resource (or POST several bodies to its subresource) in one
+    async def write_many(self, op: Op, docs: list[Any], causations: list[int | None]) -> Reply:
+        """`op.verb` (create or update) for several objects of `op`'s resource (or its subresource) in one
         request; the answer's items are objects or Statuses, in order."""
         body = {**_body(op), "body": docs}
         if any(c is not None for c in causations):
             body["causations"] = causations
-        return await self.request("create", body, op.write)
+        return await self.request(op.verb, body, op.write)
 
     async def apply_many(self, docs: list[dict[str, Any]], write: Write, namespace: str) -> Reply:
         """Apply several manifests in one request; the answer's items are objects or Statuses."""

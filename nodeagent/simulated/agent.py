@@ -34,6 +34,7 @@ from typing import Any
 import nats
 
 from eventplane.client import Client, UnreachableError
+from eventplane.client.coalesce import Coalescer
 from eventplane.client.nodeleases import BUCKET, NodeLeases
 from eventplane.objects import errors
 from reconcilers.informer import Informer, causation_of, key_of
@@ -86,6 +87,8 @@ class SimulatedNodes:
         if nats_url is None and nc is None:
             raise ValueError("simulated nodes need NATS for their leases: give nats_url or nc")
         self.client = client
+        # The status writes of many pods at once go as one request (coalesce.py), as a busy node's would.
+        self._statuses = Coalescer(client, "pods", subresource="status", verb="update")
         self.nats_url = nats_url
         self.config = config
         self.nodes: dict[str, SimNode] = {}
@@ -297,8 +300,7 @@ class SimulatedNodes:
             first_start = not current.get("startTime")
             causation = self._bound_at.get(uid) if first_start else None
             try:
-                await self.client.update({**pod, "status": plan.status}, subresource="status",
-                                         causation=causation or request.causation)
+                await self._statuses.write({**pod, "status": plan.status}, causation=causation or request.causation)
             except (errors.ConflictError, errors.NotFoundError):
                 # A newer version is on its way through the watch, and it queues the key again.
                 self.stats.conflicts += 1

@@ -327,7 +327,7 @@ class PodControl:
         if not (pod["metadata"].get("labels")):
             raise errors.InvalidError("unable to create pods, no labels")
         if self._pods is not None:
-            return await self._pods.create(pod, causation=causation)
+            return await self._pods.write(pod, causation=causation)
         return await self.client.create(pod, namespace=pod["metadata"]["namespace"], causation=causation,
                                         field_manager=self.field_manager)
 

@@ -413,7 +413,7 @@ class Scheduler:
         async with self._binders:
             await self._select_node(qp.pod, pl.node, causation)
             try:
-                await self._bindings.create(binding, causation=causation)
+                await self._bindings.write(binding, causation=causation)
             except (errors.NotFoundError, errors.GoneError):
                 self.cache.forget(qp.key)
                 self.queue.delete(qp.key)

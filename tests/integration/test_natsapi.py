@@ -486,6 +486,13 @@ async def test_client_subresources_and_create_many(any_client, api):
     with pytest.raises(errors.ConflictError):
         await c.create_subresource("pods", "m1", "binding", binding("m1", "n3"))
     assert await c.create_many("pods", []) == []
+    # Status updates of several pods at once, one of them stale.
+    m1, m2 = await c.get("pods", "m1"), await c.get("pods", "m2")
+    stale = {**m2, "metadata": {**m2["metadata"], "resourceVersion": "1"}}
+    m1["status"]["phase"] = m2["status"]["phase"] = "Succeeded"
+    updated = await c.update_many("pods", [m1, stale], subresource="status", causations=[11, None])
+    assert updated[0]["status"]["phase"] == "Succeeded" and isinstance(updated[1], errors.ConflictError)
+    assert (await api.server.store.read_stream(StreamId("", "pods", "default", "m1")))[-1].causation == 11
 
 
 async def test_coalesced_creates_share_requests_and_keep_their_own_answers(any_client, api):
@@ -493,7 +500,7 @@ async def test_coalesced_creates_share_requests_and_keep_their_own_answers(any_c
 
     cms = Coalescer(any_client, "configmaps", max_batch=16)
     names = [f"co{i}" for i in range(40)] + ["co3", "Not_Valid"]
-    outcomes = await asyncio.gather(*(cms.create({**configmap(n), "metadata": {"name": n, "namespace": "default"}},
+    outcomes = await asyncio.gather(*(cms.write({**configmap(n), "metadata": {"name": n, "namespace": "default"}},
                                                  causation=i + 1) for i, n in enumerate(names)),
                                     return_exceptions=True)
     assert [o["metadata"]["name"] for o in outcomes[:40]] == names[:40]
@@ -502,5 +509,5 @@ async def test_coalesced_creates_share_requests_and_keep_their_own_answers(any_c
     [event] = await api.server.store.read_stream(StreamId("", "configmaps", "default", "co7"))
     assert event.causation == 8
     # A create after the others have gone starts a request of its own.
-    assert (await cms.create(configmap("late") | {"metadata": {"name": "late", "namespace": "default"}}))
+    assert (await cms.write(configmap("late") | {"metadata": {"name": "late", "namespace": "default"}}))
     assert cms.requests == 4

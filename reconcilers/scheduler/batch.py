@@ -26,13 +26,14 @@ predecessors left.
 """
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .filters import DEFAULT_FILTERS, Filter, applicable, hard_spread_constraints
-from .pipeline import Cache, Decision, Options, _reasons, equivalence_class, schedule
+from .pipeline import Cache, Decision, Options, _reasons, equivalence_class, nodes_to_find, schedule
 from .record import TOP, Record, build, from_decision
 from .resources import ZONE_LABEL, Obj, Snapshot, pod_key
 from .scorers import DEFAULT_PROFILE, MAX_SCORE, Profile, Scorer, SelectorSpread
@@ -164,6 +165,8 @@ class _Pass:
             run = states.runs.pop(cls, None)
             if run is not None and run.epoch == log.epoch and run.avoid == snapshot.avoid:
                 changed = log.since(run.synced)
+                if changed is not None:
+                    changed = list(dict.fromkeys(changed))   # the log names a node once per pod change
                 if changed is not None and len(changed) <= run.examined:
                     run.refresh(snapshot, changed + self.moved)
                     states.runs[cls] = run
@@ -185,6 +188,9 @@ def _from_decision(pod: Obj, d: Decision, names: list[str], top: int) -> Placeme
     return Placement(pod, d.node, from_decision(d, names, top=top), rejected, d)
 
 
+_UNSEEN = object()
+
+
 class _ClassRun:
     """The incremental state of placing pods of one batchable class."""
 
@@ -199,21 +205,57 @@ class _ClassRun:
         self.avoid = snapshot.avoid
         self.epoch: Any = None
         self.synced = 0
-        self.fresh = True          # holds exactly the first decision: nothing placed or refreshed yet
-        self.first = schedule(pod, snapshot, profile, options, filters=filters, start=start, cache=cache)
-        d = self.first
-        n = d.num_nodes
+        n = len(snapshot.nodes)
         self.n = n
-        self.to_find = d.nodes_to_find
-        self.start = d.start
-        self.examined = len(d.results)
-        self.next_start = d.next_start
+        relaxed = options.relaxed_randomization
+        self.to_find = nodes_to_find(n, options.percentage_of_nodes_to_score) if relaxed else n
+        self.start = start % n if (n and relaxed) else 0
+        self.examined = 0
+        self.next_start = self.start
         self.order: dict[str, int] = {}
         self.feasible: set[str] = set()
         self.rejected: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.scorers: list[tuple[Scorer, int]] = list(profile.scorers)
         self.raw: dict[str, dict[str, tuple[int, str]]] = {s.name: {} for s, _ in self.scorers}
         self.norm: dict[str, dict[str, int]] = {s.name: {} for s, _ in self.scorers}
+        self.states: dict[str, Any] = {}
+        self.score_states: dict[str, Any] = {}
+        self.zone_of: dict[str, str] = {}
+        self.identity = {s.name for s, _ in self.scorers if type(s).normalize is Scorer.normalize}
+        self.spread = {s.name for s, _ in self.scorers if isinstance(s, SelectorSpread)}
+        self.base: dict[str, int] = {}
+        self._ranked: list[str] | None = None
+        self._moved_raw: set[str] = set()   # scorers with a raw value changed since the last normalization
+        # SelectorSpread, kept incrementally: zone totals and a histogram of node counts give its two
+        # maxima without a pass over the nodes; a node's score is then a function of (count, zone).
+        self.sp = next(iter(self.spread)) if len(self.spread) == 1 else None
+        self.sp_w = next((w for s, w in self.scorers if s.name == self.sp), 0)
+        self.sp_zone: dict[str, int] = {}
+        self.sp_hist: dict[int, int] = {}
+        # The feasible nodes ranked without a pass over them per pod: in buckets of equal SelectorSpread
+        # input (count, zone) — within one, the rest of the total (`base`) decides — each kept sorted by
+        # (−base, examination order); the nodes changed since the last ranking are moved (`_dirty`).
+        self._buckets: dict[Any, list[tuple[int, int, str]]] | None = None
+        self._bucket_of: dict[str, tuple[Any, tuple[int, int, str]]] = {}
+        self._dirty: set[str] = set()
+        self._entered: set[str] = set()   # nodes that became feasible since the last normalization
+        self._groups: tuple[dict, dict, frozenset] | None = None   # the rejections, grouped for the record
+        self._domains: tuple[tuple, dict[tuple, list[str]]] | None = None   # see _recheck
+        self._verdicts: dict[tuple, tuple] = {}
+        self._sp_score: Callable[[int, str | None], int] | None = None
+        if any(f.prefilter for f in self.filters):
+            # A PreFilter may turn the pod away from every node at once: the pipeline's decision says so.
+            self._adopt(schedule(pod, snapshot, profile, options, filters=filters, start=start, cache=cache))
+        else:
+            # The first pod's decision, made as pipeline.schedule makes it (nodes from the offset until
+            # enough fit, each filtered up to its first failure, then scored), straight into this state.
+            self._grow()
+            self._normalize([], True)
+
+    def _adopt(self, d: Decision) -> None:
+        """Take over a pipeline Decision as the state."""
+        self.examined = len(d.results)
+        self.next_start = d.next_start
         for k, r in enumerate(d.results):
             self.order[r.node] = k
             if r.feasible:
@@ -224,22 +266,10 @@ class _ClassRun:
             else:
                 last = r.filters[-1]
                 self.rejected[r.node] = (last.name, last.reasons)
-        self.states: dict[str, Any] = {}
-        self.score_states: dict[str, Any] = {}
         self.zone_of = {name: info.labels[ZONE_LABEL] for name in self.feasible
-                        if (info := snapshot.get(name)) is not None and ZONE_LABEL in info.labels}
-        self.identity = {s.name for s, _ in self.scorers if type(s).normalize is Scorer.normalize}
-        self.spread = {s.name for s, _ in self.scorers if isinstance(s, SelectorSpread)}
+                        if (info := self.snapshot.get(name)) is not None and ZONE_LABEL in info.labels}
         fixed = [(self.norm[s.name], w) for s, w in self.scorers if s.name not in self.spread]
         self.base = {n: sum(w * norm[n] for norm, w in fixed) for n in self.feasible}
-        self._ranked: list[str] | None = None
-        self._moved_raw: set[str] = set()   # scorers with a raw value changed since the last normalization
-        # SelectorSpread, kept incrementally: zone totals and a histogram of node counts give its two
-        # maxima without a pass over the nodes; a node's score is then a function of (count, zone).
-        self.sp = next(iter(self.spread)) if len(self.spread) == 1 else None
-        self.sp_w = next((w for s, w in self.scorers if s.name == self.sp), 0)
-        self.sp_zone: dict[str, int] = {}
-        self.sp_hist: dict[int, int] = {}
         if self.sp is not None:
             for n in self.feasible:
                 self._sp_add(n, self.raw[self.sp][n][0])
@@ -313,14 +343,20 @@ class _ClassRun:
                     self._sp_add(name, value)
             self.raw[s.name][name] = (value, label)
 
-    def _examine(self, name: str, *, rescore: bool = True, cluster_only: bool = False) -> bool:
+    def _examine(self, name: str, *, rescore: bool = True, cluster_only: bool = False,
+                 verdict: Any = _UNSEEN) -> bool:
         """Filter (and if feasible score) one node; True when the feasible set changed. `cluster_only`
-        runs only the filters that read other nodes (the node itself is unchanged); a node that stays
-        feasible is scored again only with `rescore`."""
+        runs only the filters that read other nodes (the node itself is unchanged), or takes their
+        `verdict` when the caller knows it; a node that stays feasible is scored again only with
+        `rescore`."""
         was = name in self.feasible
-        rejected = self._filter(name, cluster_only)
+        self._dirty.add(name)
+        before = self.rejected.get(name)
+        rejected = self._filter(name, cluster_only) if verdict is _UNSEEN else verdict
         if rejected is None:
             self.feasible.add(name)
+            if not was:
+                self._entered.add(name)
             self.rejected.pop(name, None)
             info = self.snapshot.get(name)
             if info is not None and ZONE_LABEL in info.labels:
@@ -346,6 +382,9 @@ class _ClassRun:
                 self.parked.pop(name, None)   # the node itself changed: what was parked is stale
             for table in (*self.raw.values(), *self.norm.values()):
                 table.pop(name, None)
+            self.base.pop(name, None)
+        if self.rejected.get(name) != before:
+            self._groups = None
         if was != (name in self.feasible):
             self._ranked = None
             return True
@@ -353,35 +392,67 @@ class _ClassRun:
 
     def _recheck(self, rescore: set[str]) -> None:
         """For a class whose feasibility reads other nodes (spread, inter-pod affinity): prepare those
-        filters again and run them on every examined node; the `rescore` nodes get every filter and
-        scorer again. Still far cheaper than a whole decision: each check is a lookup."""
+        filters again and bring every examined node in line with them; the `rescore` nodes get every
+        filter and scorer again.
+
+        Those filters read only a node's labels under their topology keys (Filter.domain), so the
+        examined nodes are kept grouped by those labels' values (a zone, say) and each group's verdict
+        is computed once: a group whose verdict did not change since the last recheck is skipped
+        whole, and only a group whose verdict moved is walked node by node."""
         pod, snapshot, states = self.pod, self.snapshot, self.states
         cluster = [f for f in self.filters if f.scope == "cluster"]
+        keys: list[str] | None = []
         for f in cluster:
             states[f.name] = f.prepare(pod, snapshot)
+            domain = f.domain(states[f.name])
+            keys = None if domain is None or keys is None else keys + list(domain)
         checks = [(f.name, f.check, states[f.name]) for f in cluster]
-        feasible, rejected, scope_of = self.feasible, self.rejected, self.scope_of
-        changed = False
-        for name in list(self.order):
-            if name in rescore:
-                changed |= self._examine(name)
-                continue
-            prev = rejected.get(name)
-            if prev is not None and scope_of.get(prev[0]) == "node":
-                continue   # rejected by the node itself, which did not change
-            # The common cases, without the bookkeeping: still feasible, or still turned away alike.
-            info = snapshot.get(name)
-            verdict = None
+
+        def verdict_on(info: Any) -> tuple[str, tuple[str, ...]] | None:
             for fname, check, state in checks:
                 reasons = check(pod, info, snapshot, state)
                 if reasons:
-                    verdict = (fname, _reasons(reasons))
-                    break
-            if verdict is None and name in feasible:
-                continue
-            if verdict is not None and verdict == prev:
-                continue
-            changed |= self._examine(name, rescore=False, cluster_only=True)
+                    return fname, _reasons(reasons)
+            return None
+
+        feasible, rejected, scope_of = self.feasible, self.rejected, self.scope_of
+        changed = False
+        for name in rescore:
+            if name in self.order:
+                changed |= self._examine(name)
+        if keys is None:
+            groups: Any = [(None, list(self.order))]   # no grouping: every node checked on its own
+        else:
+            key = tuple(dict.fromkeys(keys))
+            if self._domains is None or self._domains[0] != key:
+                by_domain: dict[tuple, list[str]] = {}
+                for name in self.order:
+                    labels = snapshot.get(name).labels
+                    by_domain.setdefault(tuple(labels.get(k) for k in key), []).append(name)
+                self._domains, self._verdicts = (key, by_domain), {}
+            groups = self._domains[1].items()
+        verdicts = self._verdicts
+        for domain, names in groups:
+            if domain is not None:
+                verdict = verdict_on(snapshot.get(names[0]))
+                if verdicts.get(domain, _UNSEEN) == verdict:
+                    continue   # every node of the group already stands as this verdict says
+                verdicts[domain] = verdict
+            for name in names:
+                if name in rescore:
+                    continue
+                prev = rejected.get(name)
+                if prev is not None and scope_of.get(prev[0]) == "node":
+                    continue   # rejected by the node itself, which did not change
+                if domain is None:
+                    verdict = verdict_on(snapshot.get(name))
+                # The common cases, without the bookkeeping: still feasible, or still turned away alike.
+                if verdict is None and name in feasible:
+                    continue
+                if verdict is not None and verdict == prev:
+                    continue
+                changed |= self._examine(name, rescore=False, cluster_only=True,
+                                         verdict=_UNSEEN if domain is None else verdict)
         changed |= self._grow()
         self._normalize(list(rescore), changed)
 
@@ -390,42 +461,50 @@ class _ClassRun:
         changed = False
         nodes = self.snapshot.nodes
         while len(self.feasible) < self.to_find and self.examined < self.n:
-            name = nodes[(self.start + self.examined) % self.n].name
+            info = nodes[(self.start + self.examined) % self.n]
+            name = info.name
             self.order[name] = self.examined
+            if self._domains is not None:
+                labels = info.labels
+                self._domains[1].setdefault(tuple(labels.get(k) for k in self._domains[0]), []).append(name)
             self.examined += 1
             changed |= self._examine(name)
         self.next_start = (self.start + self.examined) % self.n if self.n else 0
         return changed
 
     def _normalize(self, touched: Sequence[str], set_changed: bool) -> None:
-        """Normalized scores after the `touched` nodes changed; `base` (the weighted sum of every scorer
-        but SelectorSpread, whose zone counts move with every pod) is kept current alongside."""
-        redo_base = set_changed
-        touched = [n for n in touched if n in self.feasible]
+        """Normalized scores after the `touched` nodes changed (and nodes entered or left the feasible
+        set); `base` (the weighted sum of every scorer but SelectorSpread, whose zone counts move with
+        every pod) is kept current alongside: for every node only when a max-based normalization moved
+        the scores of nodes that did not change themselves, else for the changed and entering nodes."""
+        feasible = self.feasible
+        touched = [n for n in dict.fromkeys([*touched, *self._entered]) if n in feasible]
+        self._entered.clear()
+        moved = set(touched)
+        redo_base = False
         for s, _ in self.scorers:
             raw = self.raw[s.name]
             if s.name in self.spread:
                 continue
+            norm = self.norm[s.name]
             if s.name in self.identity:
-                if set_changed:
-                    self.norm[s.name] = {k: v[0] for k, v in raw.items()}
-                else:
-                    norm = self.norm[s.name]
-                    for n in touched:
-                        norm[n] = raw[n][0]
+                for n in touched:
+                    norm[n] = raw[n][0]
             elif set_changed or s.name in self._moved_raw:
-                # A max-based normalization: redo it (and every node's base) only when it moved.
+                # A max-based normalization: redo it, and every node's base only when it moved.
                 new = s.normalize({k: v[0] for k, v in raw.items()}, self.snapshot)
-                if new != self.norm[s.name]:
-                    self.norm[s.name] = new
-                    redo_base = True
+                if not redo_base:
+                    redo_base = any(new.get(k) != v for k, v in norm.items() if k not in moved)
+                self.norm[s.name] = new
         fixed = [(self.norm[s.name], w) for s, w in self.scorers if s.name not in self.spread]
         if redo_base:
-            self.base = {n: sum(w * norm[n] for norm, w in fixed) for n in self.feasible}
+            self.base = {n: sum(w * norm[n] for norm, w in fixed) for n in feasible}
             self._ranked = None
+            self._buckets = None
         else:
+            base = self.base
             for n in touched:
-                self.base[n] = sum(w * norm[n] for norm, w in fixed)
+                base[n] = sum(w * norm[n] for norm, w in fixed)
         self._moved_raw.clear()
         for s, _ in self.scorers:
             if s.name in self.spread and self.sp is None:
@@ -444,32 +523,85 @@ class _ClassRun:
         return self._ranked
 
     def _totals(self) -> dict[str, int]:
+        """Every feasible node's total (the general case: more than one SelectorSpread scorer)."""
         base = self.base
         nodes = self._ranked_nodes()
-        if self.sp is not None:
-            score, w, counts, zone_of = self._sp_scores(), self.sp_w, self.raw[self.sp], self.zone_of
-            self._sp_score = score
-            return {n: base[n] + w * score(counts[n][0], zone_of.get(n)) for n in nodes}
         spread = [(self.norm[s.name], w) for s, w in self.scorers if s.name in self.spread]
         if not spread:
             return {n: base[n] for n in nodes}
-        if len(spread) == 1:
-            (norm, w), = spread
-            return {n: base[n] + w * norm[n] for n in nodes}
         return {n: base[n] + sum(w * norm[n] for norm, w in spread) for n in nodes}
+
+    def _bucket_key(self, name: str) -> Any:
+        return (self.raw[self.sp][name][0], self.zone_of.get(name)) if self.sp is not None else None
+
+    def _rank(self) -> None:
+        """Bring the buckets up to date: all of them after a new base, else only the changed nodes."""
+        base, order, feasible = self.base, self.order, self.feasible
+        if self._buckets is None or len(self._dirty) > len(feasible) // 4:
+            buckets: dict[Any, list[tuple[int, int, str]]] = {}
+            where = {}
+            for name in feasible:
+                key, entry = self._bucket_key(name), (-base[name], order[name], name)
+                buckets.setdefault(key, []).append(entry)
+                where[name] = (key, entry)
+            for entries in buckets.values():
+                entries.sort()
+            self._buckets, self._bucket_of = buckets, where
+        else:
+            buckets, where = self._buckets, self._bucket_of
+            for name in self._dirty:
+                old = where.pop(name, None)
+                if old is not None:
+                    entries = buckets[old[0]]
+                    del entries[bisect.bisect_left(entries, old[1])]
+                    if not entries:
+                        del buckets[old[0]]
+                if name in feasible:
+                    key, entry = self._bucket_key(name), (-base[name], order[name], name)
+                    bisect.insort(buckets.setdefault(key, []), entry)
+                    where[name] = (key, entry)
+        self._dirty.clear()
+
+    def _best(self) -> tuple[list[str], dict[str, int]]:
+        """The `top` best feasible nodes, best first (ties: the node examined first), and their totals."""
+        top = self.top
+        if self.sp is None and self.spread:
+            totals = self._totals()
+            return heapq.nlargest(top, totals, key=totals.__getitem__), totals   # stable: ties keep the order
+        self._rank()
+        if self.sp is None:
+            entries = next(iter(self._buckets.values()), [])[:top]
+            return [name for _, _, name in entries], {name: -b for b, _, name in entries}
+        score = self._sp_score = self._sp_scores()
+        w = self.sp_w
+        candidates = []
+        for (count, zone), entries in self._buckets.items():
+            add = w * score(count, zone)
+            candidates.extend((b - add, o, name) for b, o, name in entries[:top])
+        candidates.sort()
+        del candidates[top:]
+        return [name for _, _, name in candidates], {name: -t for t, _, name in candidates}
+
+    def _rejections(self) -> tuple[dict, dict, frozenset]:
+        """The rejected nodes grouped by (filter, reasons) in examination order, the count of each reason
+        and the filters that rejected any: kept until a node's rejection changes."""
+        if self._groups is None:
+            order = self.order
+            groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+            counts: dict[str, int] = {}
+            for name in sorted(self.rejected, key=order.__getitem__):
+                f, reasons = self.rejected[name]
+                groups.setdefault((f, reasons), []).append(name)
+                for r in reasons:
+                    counts[r] = counts.get(r, 0) + 1
+            self._groups = (groups, counts, frozenset(f for f, _ in groups))
+        return self._groups
 
     def _record(self, pod: Obj, node: str | None, index: int, size: int, totals: dict[str, int],
                 best: list[str]) -> Record:
-        order = self.order
         if node is not None and node not in best:
             best.append(node)
-        groups: dict[tuple[str, tuple[str, ...]], list[str]] = {}
-        counts: dict[str, int] = {}
-        for name in sorted(self.rejected, key=order.__getitem__):
-            f, reasons = self.rejected[name]
-            groups.setdefault((f, reasons), []).append(name)
-            for r in reasons:
-                counts[r] = counts.get(r, 0) + 1
+        groups, counts, _ = self._rejections()
         top = [(n, totals[n], [(s.name, w, self._norm_of(s.name, n), self.raw[s.name][n][1]) for s, w in self.scorers])
                for n in best]
         return build(pod=pod_key(pod), profile=self.profile.name, node=node, num_nodes=self.n,
@@ -482,7 +614,6 @@ class _ClassRun:
     def refresh(self, snapshot: Snapshot, changed: Sequence[str]) -> None:
         """Bring the state to `snapshot`, which differs from the state's only on the `changed` nodes."""
         self.snapshot = snapshot
-        self.fresh = False
         if self.cluster:
             self._recheck({n for n in changed if n in self.order})
             return
@@ -495,13 +626,11 @@ class _ClassRun:
 
     def take(self, pod: Obj, index: int, size: int) -> Placement:
         """Place one pod of the class on the best node now, and bring the state up to date after it."""
-        totals = self._totals()
-        best = heapq.nlargest(self.top, totals, key=totals.__getitem__)   # stable: ties keep the order
+        best, totals = self._best()
         node = best[0] if best else None
-        rejected_by = frozenset(f for f, _ in self.rejected.values())
-        pl = Placement(pod, node, self._record(pod, node, index, size, totals, best), rejected_by)
+        record = self._record(pod, node, index, size, totals, best)
+        pl = Placement(pod, node, record, self._rejections()[2])
         if node is not None:
-            self.fresh = False
             self.snapshot = self.snapshot.with_pod(pod, node)
             if self.cluster:
                 self._recheck({node})

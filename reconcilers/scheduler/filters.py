@@ -84,6 +84,11 @@ class Filter:
     def check(self, pod: Obj, node: NodeInfo, snapshot: Snapshot, state: Any) -> Reason:
         raise NotImplementedError
 
+    def domain(self, state: Any) -> tuple[str, ...] | None:
+        """The node labels `check` reads, given `state`: on nodes whose labels agree under these keys
+        the verdict is the same (batch.py checks such nodes once). None: it reads more of the node."""
+        return None
+
 
 _WITHOUT_CLAIMS: dict[tuple[Filter, ...], tuple[Filter, ...]] = {}
 
@@ -303,6 +308,11 @@ class InterPodAffinity(Filter):
             term_matches_pod(t, pod, pod, snapshot) for t in affinity)
         return affinity, affinity_domains, anti, anti_domains, existing_anti, self_match
 
+    def domain(self, state):
+        affinity, _, anti, _, existing_anti, _ = state
+        return (tuple(t.get("topologyKey") for t in affinity) + tuple(t.get("topologyKey") for t in anti)
+                + tuple(sorted({key for key, _ in existing_anti})))
+
     def check(self, pod, node, snapshot, state):
         affinity, affinity_domains, anti, anti_domains, existing_anti, self_match = state
         labels = node.labels
@@ -370,6 +380,9 @@ class PodTopologySpread(Filter):
             self_match = 1 if selector.matches(_meta(pod).get("labels")) else 0
             prepared.append((key, int(c.get("maxSkew") or 1), domain_counts, minimum, self_match))
         return tuple(prepared)
+
+    def domain(self, state):
+        return tuple(key for key, *_ in state)
 
     def check(self, pod, node, snapshot, state):
         labels = node.labels

@@ -163,3 +163,36 @@ def test_classes_whose_feasibility_reads_other_nodes_place_as_one_by_one(constra
     batched, _, _ = place(pods, snapshot, options=options, cache=Cache())
     assert [p.node for p in batched] == [d.node for d in expected]
     assert batched[-1].record.get("batch") == [15, 16]
+
+
+@pytest.mark.parametrize("constraint", ["plain", "spread", "anti", "preferred"])
+def test_a_class_state_starts_with_the_decision_schedule_would_make(constraint):
+    """A class state's first pod is decided straight into the state (no pipeline Decision): with relaxed
+    randomization on (a window from the offset) its record must equal the pipeline's, node by node."""
+    from reconcilers.scheduler.batch import ClassStates
+    extra = {
+        "plain": {},
+        "spread": {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": ZONE,
+                                                   "whenUnsatisfiable": "DoNotSchedule",
+                                                   "labelSelector": {"matchLabels": {"app": "web"}}}]},
+        "anti": {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}},
+        "preferred": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "preference": {"matchExpressions": [{"key": ZONE, "operator": "In", "values": ["b"]}]}}]}}},
+    }[constraint]
+    nodes = zoned(150, cpu="2")
+    nodes[7]["spec"]["taints"] = [{"key": "k", "value": "v", "effect": "NoSchedule"}]
+    nodes[9]["spec"]["taints"] = [{"key": "soft", "effect": "PreferNoSchedule"}]
+    bound = [on(f"n{i:04d}", p) for i, p in zip(range(0, 150, 4), replicas(38, cpu="1500m"))]
+    p = replicas(1, cpu="1")[0]
+    p["spec"].update(extra)
+    for start in (0, 61, 149):
+        snapshot = Snapshot.build(nodes, bound)
+        alone, _, _ = place([p], snapshot, cache=Cache(), start=start)
+        cache = _cluster(nodes)
+        for b in bound:
+            cache.assume(b, b["spec"]["nodeName"])
+        kept, _, _ = place([p], cache.snapshot, cache=Cache(), start=start, states=ClassStates(cache))
+        assert alone[0].decision is not None and kept[0].decision is None
+        assert kept[0].record == alone[0].record
+        assert kept[0].rejected_by == alone[0].rejected_by

@@ -302,6 +302,7 @@ class Session:
         self.args = args
         self.created: list[tuple[str, str]] = []  # (name, resourceVersion) of the measured creates
         self.list_names: list[str] = []
+        self.create_runs = 0  # creates() may run more than once (a profiling loop): names stay distinct
 
     # ------------------------------------------------------------ 1. creates
 
@@ -309,9 +310,12 @@ class Session:
         a = self.args
         client = self.server.client(a.clients)
         path = CONFIGMAPS.format(ns=NS_CREATE)
+        again = f"{self.create_runs}-" if self.create_runs else ""
+        self.create_runs += 1
         try:
             async def run(tag: str, seconds: float, keep: bool) -> tuple[list[float], dict]:
                 latencies: list[float] = []
+                tag = again + tag
 
                 async def op(w: int, seq: int) -> bool:
                     name = f"cm-{tag}-{w}-{seq}"

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import platform
+import warnings
 from collections.abc import Callable
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractResource, MatchInfoError, PrefixResource, UrlMappingMatchInfo
 
 from eventplane.objects import errors
 from eventplane.objects.schema import Catalog
@@ -32,6 +34,44 @@ VERSION_INFO = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-eventplane",
 _HTTP_ERRORS: dict[int, type[errors.EventplaneError]] = {
     404: errors.NotFoundError, 405: errors.MethodNotSupportedError, 413: errors.RequestEntityTooLargeError,
     415: errors.UnsupportedMediaTypeError}
+
+
+class _Router(web.UrlDispatcher):
+    """aiohttp's router, remembering which resource answered each (method, path).
+
+    aiohttp tries, for every request, each resource registered under each prefix of the path
+    (pods/log and the others under /api/v1/namespaces, then /api/v1, then /api): a coroutine and
+    a match apiece. Once the routes are frozen, the same method and path are answered by the same
+    resource — the ones tried before it fail again — so the one that answered is asked directly.
+    A miss, or an app with sub-apps (whose resources are not this router's), takes aiohttp's way."""
+
+    MAX_REMEMBERED = 4096
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._answered: dict[tuple[str, str], AbstractResource] = {}
+        self._remembering = False
+
+    def freeze(self) -> None:
+        super().freeze()
+        self._answered.clear()
+        self._remembering = not any(isinstance(r, PrefixResource) for r in self._resources)
+
+    async def resolve(self, request: web.Request) -> UrlMappingMatchInfo:
+        if not self._remembering:
+            return await super().resolve(request)
+        key = (request.method, request.rel_url.path_safe)
+        resource = self._answered.get(key)
+        if resource is not None:
+            match_info, _ = await resource.resolve(request)
+            if match_info is not None:
+                return match_info
+        match_info = await super().resolve(request)
+        if not isinstance(match_info, MatchInfoError):
+            if len(self._answered) >= self.MAX_REMEMBERED:
+                self._answered.clear()
+            self._answered[key] = match_info.route.resource
+        return match_info
 
 
 def _status_response(exc: errors.EventplaneError) -> web.Response:
@@ -65,7 +105,9 @@ def build_app(*, authenticate: Callable, catalog: Callable[[], Catalog], resourc
 
     # audit first: it sees the status errors_and_auth answers (401s too) and the user it found
     middlewares = [audit.middleware(auditor), errors_and_auth] if auditor else [errors_and_auth]
-    app = web.Application(middlewares=middlewares, client_max_size=3 * 1024 * 1024)
+    with warnings.catch_warnings():  # router= is deprecated, but still the way to give the app a router
+        warnings.simplefilter("ignore", DeprecationWarning)
+        app = web.Application(middlewares=middlewares, client_max_size=3 * 1024 * 1024, router=_Router())
 
     async def health(request: web.Request) -> web.Response:
         if request.path.startswith("/readyz") and not ready():

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -34,7 +33,7 @@ from eventplane.store.audit import AuditQuery, AuditRecord, AuditWriter, query_a
 
 from . import codec
 from .requestinfo import parse_path
-from .strategy import new_uuid
+from .strategy import new_uid
 
 log = logging.getLogger("eventplane.api.audit")
 
@@ -105,21 +104,22 @@ class Auditor:
             decision = self.policy.decide(attrs)
             if not decision.records(stage):
                 return
+            level = decision.level
             annotations = {"eventplane.io/request-id": request.get("request_id", "")}
             request_object = response_object = None
-            if decision.level.rank >= Level.REQUEST.rank and body:
-                request_object = _decoded(body, request.content_type)
-            if decision.level is Level.REQUEST_RESPONSE and isinstance(response, web.Response) \
-                    and isinstance(response.body, bytes) and "json" in (response.content_type or ""):
-                response_object = _decoded(response.body, codec.JSON)
-            request_object, response_object = _without_secrets(request_object, response_object, annotations)
-            forwarded = [ip.strip() for ip in request.headers.get("X-Forwarded-For", "").split(",") if ip.strip()]
+            if level.rank >= Level.REQUEST.rank:  # bodies, only at the levels that record them
+                if body:
+                    request_object = _decoded(body, request.content_type)
+                if level is Level.REQUEST_RESPONSE and isinstance(response, web.Response) \
+                        and isinstance(response.body, bytes) and "json" in (response.content_type or ""):
+                    response_object = _decoded(response.body, codec.JSON)
+                request_object, response_object = _without_secrets(request_object, response_object, annotations)
+            headers = request.headers
             self.writer.record(AuditRecord(
-                audit_id=new_uuid(), stage=stage, level=decision.level.value, time_received=received,
-                time_completed=now(), user_name=attrs.user, user_groups=attrs.groups, verb=attrs.verb,
-                request_uri=request.path_qs, outcome=outcome(code), transport="rest", **info_fields,
-                source_ip=", ".join([*forwarded, request.remote or ""]).strip(", ") or None,
-                user_agent=request.headers.get("User-Agent"), response_code=code, request_object=request_object,
+                new_uid(), stage, level.value, received, now(), attrs.user, attrs.verb, request.path_qs,
+                outcome(code), "rest", attrs.groups, **info_fields,
+                source_ip=_source_ips(headers.get("X-Forwarded-For"), request.remote),
+                user_agent=headers.get("User-Agent"), response_code=code, request_object=request_object,
                 response_object=response_object, annotations=annotations))
         except Exception:
             log.exception("could not make the audit record of %s %s", request.method, request.path)
@@ -167,7 +167,7 @@ class Auditor:
             response_object = value if decision.level is Level.REQUEST_RESPONSE else None
             request_object, response_object = _without_secrets(request_object, response_object, annotations)
             self.writer.record(AuditRecord(
-                audit_id=new_uuid(), stage="ResponseComplete", level=decision.level.value, time_received=received,
+                audit_id=new_uid(), stage="ResponseComplete", level=decision.level.value, time_received=received,
                 time_completed=now(), user_name=user.name, user_groups=tuple(user.groups), verb=verb,
                 request_uri=subject, outcome=outcome(code), transport="nats", **fields,
                 user_agent=headers.get("User-Agent"), response_code=code,
@@ -272,8 +272,14 @@ def _http_attributes(request: web.Request) -> tuple[Attributes, dict[str, str]]:
         verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
     fields = {"api_group": info.group, "api_version": info.version, "resource": info.resource,
               "subresource": info.subresource, "namespace": info.namespace, "name": info.name}
-    return Attributes(user=user.name, groups=tuple(user.groups), verb=verb, path=request.path,
-                      **{k: v for k, v in fields.items() if k != "api_version"}), fields
+    return Attributes(user.name, tuple(user.groups), verb, True, info.group, info.resource, info.subresource,
+                      info.namespace, info.name, request.path), fields
+
+
+def _source_ips(forwarded: str | None, remote: str | None) -> str | None:
+    """X-Forwarded-For's addresses, then the peer's, comma-separated; None when there is none."""
+    ips = [ip.strip() for ip in forwarded.split(",") if ip.strip()] if forwarded else []
+    return ", ".join([*ips, remote or ""]).strip(", ") or None
 
 
 def _decoded(body: bytes, content_type: str | None) -> Any:

@@ -25,8 +25,24 @@ class RequestInfo:
     watch_path: bool = False  # the deprecated /watch/ prefix
 
 
+_parsed: dict[str, RequestInfo | None] = {}  # clients send the same paths again and again
+_PARSED_MAX = 4096
+
+
 def parse_path(path: str) -> RequestInfo | None:
     """None for paths that are not resource paths (the caller answers 404)."""
+    try:
+        return _parsed[path]
+    except KeyError:
+        pass
+    info = _parse_path(path)  # raises for a path too long to name anything: not remembered
+    if len(_parsed) >= _PARSED_MAX:
+        _parsed.clear()
+    _parsed[path] = info
+    return info
+
+
+def _parse_path(path: str) -> RequestInfo | None:
     parts = [p for p in path.split("/") if p]
     if len(parts) >= 2 and parts[0] == "api":
         group, version, rest = "", parts[1], parts[2:]

@@ -57,6 +57,7 @@ class TokenFile:
 
     def __init__(self, path: Path, entries: dict[bytes, _Entry], signature: _Signature | None) -> None:
         self.path = Path(path)
+        self._stat_path = str(self.path)  # os.stat of a str skips the Path's conversion, once per request
         self._entries = entries
         self._signature = signature
         self._lock = threading.Lock()
@@ -85,7 +86,7 @@ class TokenFile:
         return len(self._entries)
 
     def _reload_if_changed(self) -> None:
-        signature = _signature(self.path)
+        signature = _signature(self._stat_path)
         if signature == self._signature:
             return
         with self._lock:  # one reload when several threads notice the change
@@ -177,7 +178,7 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _signature(path: Path) -> _Signature | None:
+def _signature(path: Path | str) -> _Signature | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:

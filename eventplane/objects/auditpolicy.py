@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 
@@ -137,8 +138,8 @@ class Policy:
     def decide(self, a: Attributes) -> Decision:
         for rule in self.rules:
             if rule.matches(a):
-                return Decision(effective_level(a, rule.level), frozenset(self.omit_stages) | set(rule.omit_stages))
-        return Decision(Level.NONE)
+                return _decision(effective_level(a, rule.level), tuple(self.omit_stages), tuple(rule.omit_stages))
+        return _NOTHING
 
     @property
     def may_record_requests(self) -> bool:
@@ -159,6 +160,14 @@ class Policy:
                    _stages(doc.get("omitStages"), "omitStages"))
 
 
+_NOTHING = Decision(Level.NONE)
+
+
+@lru_cache(maxsize=256)  # every request is decided; a policy has a few (level, stages) outcomes
+def _decision(level: Level, policy_omits: tuple[str, ...], rule_omits: tuple[str, ...]) -> Decision:
+    return Decision(level, frozenset(policy_omits) | set(rule_omits))
+
+
 DEFAULT_POLICY = Policy((
     Rule(Level.NONE, non_resource_urls=("/livez", "/livez/*", "/readyz", "/readyz/*", "/healthz", "/healthz/*")),
     Rule(Level.METADATA),
@@ -175,7 +184,9 @@ def effective_level(a: Attributes, level: Level) -> Level:
 
 def holds_secret(value: Any) -> bool:
     """Whether a request or response object is a Secret, a list of them, or a list holding one."""
-    if isinstance(value, Mapping):
+    if value is None:
+        return False
+    if isinstance(value, dict) or isinstance(value, Mapping):
         kind = value.get("kind")
         if kind in ("Secret", "SecretList"):
             return True

@@ -169,8 +169,30 @@ def error_string(cause: Cause) -> str:
 
 # --- the rules --------------------------------------------------------------------------------------
 
+# Values known to pass a rule: label keys, annotation keys and label values repeat from object to
+# object, and checking one costs a few regular expressions. Bounded: cleared when full.
+_VALID_MEMO = 4096
+_valid_qualified_names: set[str] = set()
+_valid_label_values: set[str] = set()
+
+
+def _remember(valid: set[str], value: str) -> None:
+    if len(valid) >= _VALID_MEMO:
+        valid.clear()
+    valid.add(value)
+
+
 def qualified_name(value: str) -> list[str]:
     """IsQualifiedName: an optional DNS-1123 subdomain prefix and '/', then a name of at most 63."""
+    if value in _valid_qualified_names:
+        return []
+    errs = _qualified_name(value)
+    if not errs:
+        _remember(_valid_qualified_names, value)
+    return errs
+
+
+def _qualified_name(value: str) -> list[str]:
     errs: list[str] = []
     parts = value.split("/")
     if len(parts) == 1:
@@ -195,6 +217,15 @@ def qualified_name(value: str) -> list[str]:
 
 def label_value(value: str) -> list[str]:
     """IsValidLabelValue: empty, or at most 63 characters of the qualified-name alphabet."""
+    if value in _valid_label_values:
+        return []
+    errs = _label_value(value)
+    if not errs:
+        _remember(_valid_label_values, value)
+    return errs
+
+
+def _label_value(value: str) -> list[str]:
     errs: list[str] = []
     if len(value) > LABEL_VALUE_MAX:
         errs.append(f"must be no more than {LABEL_VALUE_MAX} characters")

@@ -290,6 +290,8 @@ def parse_time(value: Any) -> datetime | None:
 
 def _same_time(a: Any, b: Any, *, nullable: bool = False) -> bool:
     """Semantic equality of metav1.Time: the same instant (to the second) whatever the offset."""
+    if a == b:
+        return True  # the same text (an update carries the stored times back): nothing to parse
     if not a and not b:
         return True
     if nullable and (not a or not b):

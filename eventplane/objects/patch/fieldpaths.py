@@ -382,10 +382,15 @@ class Scope:
 def scope_for(node: Node | Schema, subresource: str = "", reset: Collection[str] | None = None) -> Scope:
     """The scope of a request: explicit `reset` top-level fields, or Kubernetes' usual ones."""
     if subresource == "status":
-        return Scope(only=frozenset({"status", "metadata"}))
+        return _STATUS_SCOPE
     if reset is not None:
         return Scope(reset=frozenset(reset))
-    return Scope(reset=frozenset({"status"}) if "status" in node.properties else frozenset())
+    return _WITHOUT_STATUS if "status" in node.properties else _EVERYTHING
+
+
+_STATUS_SCOPE = Scope(only=frozenset({"status", "metadata"}))
+_WITHOUT_STATUS = Scope(reset=frozenset({"status"}))
+_EVERYTHING = Scope()
 
 
 def fieldset(obj: Mapping[str, Any], node: Node, *, subresource: str = "",
@@ -445,6 +450,8 @@ def created_fields_v1(obj: Mapping[str, Any], node: Schema, scope: Scope) -> dic
 def _added_tree(value: Any, node: Schema | None) -> dict[str, Any]:
     """The fieldsV1 of a position that is absent before and holds `value` after (in the set itself,
     with everything under it), as `_compare(MISSING, value, ...)` and `_emit` make it."""
+    if not isinstance(value, (dict, list)):
+        return {}  # a leaf (shape's LEAF), the most common position by far
     kind, keys = shape(node, value)
     if kind in (LEAF, ATOMIC) or empty(value):
         return {}
@@ -537,6 +544,11 @@ def empty(value: Any) -> bool:
 
 def _compare(lhs: Any, rhs: Any, node: Schema | None, path: Path,
              added: set[Path], modified: set[Path], removed: set[Path]) -> None:
+    if type(lhs) is str and type(rhs) is str:
+        # two strings (most leaves): what the general path below decides for them, sooner
+        if path and lhs != rhs:
+            modified.add(path)
+        return
     if type(lhs) is type(rhs) and type(lhs) in (dict, list) and _identical(lhs, rhs):
         return  # an unchanged subtree adds, modifies and removes nothing: not walked
     kind, keys = common_shape(node, lhs, rhs)

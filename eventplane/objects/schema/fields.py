@@ -104,14 +104,16 @@ def _check(value: Any, node: Node, at: tuple | None, root: str, problems: FieldP
     elif node.is_open:
         return
     if type(value) is dict or isinstance(value, dict):
+        # A string where a plain string belongs (most leaves) is not walked into: nothing is below it.
         if node.is_map:
             values = node.values()
+            strings = values is not None and values.plain_string
             for k in list(value):
                 v = value[k]
                 if v is None:
                     if prune:
                         del value[k]
-                elif values is not None:
+                elif values is not None and not (strings and type(v) is str):
                     _check(v, values, (at, k), root, problems, prune)
             return
         field = node.field
@@ -121,11 +123,13 @@ def _check(value: Any, node: Node, at: tuple | None, root: str, problems: FieldP
                 problems.unknown.append(_path((at, k), root))
                 if prune:
                     del value[k]
-            elif value[k] is None:
+                continue
+            v = value[k]
+            if v is None:
                 if prune:
                     del value[k]
-            else:
-                _check(value[k], child, (at, k), root, problems, prune)
+            elif not (type(v) is str and child.plain_string):
+                _check(v, child, (at, k), root, problems, prune)
     elif isinstance(value, list):
         items = node.items()
         if items is None:

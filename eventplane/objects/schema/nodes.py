@@ -133,6 +133,11 @@ class Node:
     def quantity(self) -> bool:
         return self.ref == QUANTITY
 
+    @cached_property
+    def plain_string(self) -> bool:
+        """A string and nothing else: a str value here needs no further check."""
+        return self.type == "string" and not self.int_or_string and not self.quantity and not self.is_open
+
     # --- merging --------------------------------------------------------------------------------
 
     @property

@@ -326,12 +326,13 @@ class _ClassRun:
         return score
 
     def _score(self, name: str) -> None:
+        """Score one node: values only (Scorer.value); a label is made when a record shows the node."""
         info = self.snapshot.get(name)
         pod = self.pod
         for s, _ in self.scorers:
             if s.name not in self.score_states:
                 self.score_states[s.name] = s.prepare(pod, self.snapshot)
-            value, label = s.score(pod, info, self.snapshot, self.score_states[s.name])
+            value = s.value(pod, info, self.snapshot, self.score_states[s.name])
             if self.cache is not None:
                 self.cache.score_runs += 1
             old = self.raw[s.name].get(name)
@@ -341,7 +342,17 @@ class _ClassRun:
                     if old is not None:
                         self._sp_remove(name, old[0])
                     self._sp_add(name, value)
-            self.raw[s.name][name] = (value, label)
+            self.raw[s.name][name] = (value, None)
+
+    def _label(self, scorer: Scorer, name: str) -> str:
+        """The label of a node's score, made (and kept) when first asked: the node and the class's scoring
+        state are those its value was computed from (a changed node is scored again)."""
+        value, label = self.raw[scorer.name][name]
+        if label is None:
+            label = scorer.score(self.pod, self.snapshot.get(name), self.snapshot,
+                                 self.score_states.get(scorer.name)).label
+            self.raw[scorer.name][name] = (value, label)
+        return label
 
     def _examine(self, name: str, *, rescore: bool = True, cluster_only: bool = False,
                  verdict: Any = _UNSEEN) -> bool:
@@ -602,7 +613,7 @@ class _ClassRun:
         if node is not None and node not in best:
             best.append(node)
         groups, counts, _ = self._rejections()
-        top = [(n, totals[n], [(s.name, w, self._norm_of(s.name, n), self.raw[s.name][n][1]) for s, w in self.scorers])
+        top = [(n, totals[n], [(s.name, w, self._norm_of(s.name, n), self._label(s, n)) for s, w in self.scorers])
                for n in best]
         return build(pod=pod_key(pod), profile=self.profile.name, node=node, num_nodes=self.n,
                      examined=self.examined, feasible=len(self.feasible), start=self.start,

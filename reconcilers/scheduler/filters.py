@@ -18,6 +18,7 @@ classes through volumes.py) are left out for pods without claims
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -166,11 +167,19 @@ _NODE_OPERATORS = {"In": sel.IN, "NotIn": sel.NOT_IN, "Exists": sel.EXISTS, "Doe
                    "Gt": sel.GREATER_THAN, "Lt": sel.LESS_THAN}
 
 
+@functools.lru_cache(maxsize=4096)   # the same few expressions are matched against every node
+def _requirement(key: str, operator: str | None, values: tuple[str, ...]) -> sel.Requirement | None:
+    op = _NODE_OPERATORS.get(operator)   # type: ignore[arg-type]
+    return None if op is None else sel.Requirement(key, op, values)
+
+
 def _requirement_matches(expr: Obj, values: Mapping[str, str]) -> bool:
-    operator = _NODE_OPERATORS.get(expr.get("operator"))
-    if operator is None:
-        return False
-    return sel.Requirement(expr.get("key") or "", operator, tuple(expr.get("values") or ())).matches(values)
+    args = (expr.get("key") or "", expr.get("operator"), tuple(expr.get("values") or ()))
+    try:
+        requirement = _requirement(*args)
+    except TypeError:   # unhashable values (invalid, but matched as before, uncached)
+        requirement = _requirement.__wrapped__(*args)
+    return requirement is not None and requirement.matches(values)
 
 
 def node_selector_term_matches(term: Obj, node: NodeInfo) -> bool:
@@ -204,8 +213,26 @@ def node_affinity_matches(pod: Obj, node: NodeInfo) -> bool:
 class NodeAffinity(Filter):
     name = "NodeAffinity"
 
+    def prepare(self, pod, snapshot):
+        """node_affinity_matches' two parts, read from the pod once: nodeSelector's pairs and the
+        required terms (None: no required node affinity)."""
+        spec = _spec(pod)
+        required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                    .get("requiredDuringSchedulingIgnoredDuringExecution"))
+        terms = None if required is None else tuple(required.get("nodeSelectorTerms") or ())
+        return tuple((spec.get("nodeSelector") or {}).items()), terms
+
     def check(self, pod, node, snapshot, state):
-        return None if node_affinity_matches(pod, node) else REASON_NODE_AFFINITY
+        if state is None:
+            return None if node_affinity_matches(pod, node) else REASON_NODE_AFFINITY
+        selector, terms = state
+        labels = node.labels
+        for key, value in selector:
+            if labels.get(key) != value:
+                return REASON_NODE_AFFINITY
+        if terms is not None and not any(node_selector_term_matches(t, node) for t in terms):
+            return REASON_NODE_AFFINITY
+        return None
 
 
 class NodePorts(Filter):
@@ -315,6 +342,8 @@ class InterPodAffinity(Filter):
 
     def check(self, pod, node, snapshot, state):
         affinity, affinity_domains, anti, anti_domains, existing_anti, self_match = state
+        if not (affinity or anti or existing_anti):
+            return None   # no terms of its own, and no pod around with anti-affinity
         labels = node.labels
         for term, domains in zip(affinity, affinity_domains):
             key = term.get("topologyKey")

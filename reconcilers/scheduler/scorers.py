@@ -36,6 +36,10 @@ class Scorer:
     def score(self, pod: Obj, node: NodeInfo, snapshot: Snapshot, state: Any = None) -> Score:
         raise NotImplementedError
 
+    def value(self, pod: Obj, node: NodeInfo, snapshot: Snapshot, state: Any = None) -> int:
+        """`score`'s value without its label (batch.py asks labels only of the nodes it records)."""
+        return self.score(pod, node, snapshot, state)[0]
+
     def normalize(self, raw: Mapping[str, int], snapshot: Snapshot) -> dict[str, int]:
         """Raw scores of all feasible nodes to 0–100; by default raw scores already are."""
         return dict(raw)
@@ -73,6 +77,20 @@ def _weighted(parts: list[tuple[int, int]]) -> int:
     return sum(s * w for s, w in parts) // total if total else 0
 
 
+def _least(req: int, cap: int) -> int:
+    return 0 if cap == 0 or req > cap else (cap - req) * MAX_SCORE // cap
+
+
+def _most(req: int, cap: int) -> int:
+    return 0 if cap == 0 else min(req, cap) * MAX_SCORE // cap
+
+
+def _balanced(fractions: list[float]) -> int:
+    mean = sum(fractions) / len(fractions)
+    std = (sum((f - mean) ** 2 for f in fractions) / len(fractions)) ** 0.5
+    return int((1 - std) * MAX_SCORE)
+
+
 class LeastAllocated(_AllocationScorer):
     """Worst fit: (allocatable − requested) × 100 / allocatable, averaged over cpu and memory."""
 
@@ -81,10 +99,13 @@ class LeastAllocated(_AllocationScorer):
     def score(self, pod, node, snapshot, state=None):
         parts, label = [], []
         for r, w, req, cap in _allocation(pod, node, state):
-            s = 0 if cap == 0 or req > cap else (cap - req) * MAX_SCORE // cap
+            s = _least(req, cap)
             parts.append((s, w))
             label.append(f"{r} {s}")
         return Score(_weighted(parts), ", ".join(label))
+
+    def value(self, pod, node, snapshot, state=None):
+        return _weighted([(_least(req, cap), w) for _, w, req, cap in _allocation(pod, node, state)])
 
 
 class MostAllocated(_AllocationScorer):
@@ -95,10 +116,13 @@ class MostAllocated(_AllocationScorer):
     def score(self, pod, node, snapshot, state=None):
         parts, label = [], []
         for r, w, req, cap in _allocation(pod, node, state):
-            s = 0 if cap == 0 else min(req, cap) * MAX_SCORE // cap
+            s = _most(req, cap)
             parts.append((s, w))
             label.append(f"{r} {s}")
         return Score(_weighted(parts), ", ".join(label))
+
+    def value(self, pod, node, snapshot, state=None):
+        return _weighted([(_most(req, cap), w) for _, w, req, cap in _allocation(pod, node, state)])
 
 
 class BalancedAllocation(_AllocationScorer):
@@ -110,21 +134,32 @@ class BalancedAllocation(_AllocationScorer):
         fractions = [min(req / cap, 1.0) for _, _, req, cap in _allocation(pod, node, state) if cap > 0]
         if not fractions:
             return Score(0, "no allocatable")
-        mean = sum(fractions) / len(fractions)
-        std = (sum((f - mean) ** 2 for f in fractions) / len(fractions)) ** 0.5
-        return Score(int((1 - std) * MAX_SCORE), "fractions " + ", ".join(f"{f:.2f}" for f in fractions))
+        return Score(_balanced(fractions), "fractions " + ", ".join(f"{f:.2f}" for f in fractions))
+
+    def value(self, pod, node, snapshot, state=None):
+        fractions = [min(req / cap, 1.0) for _, _, req, cap in _allocation(pod, node, state) if cap > 0]
+        return _balanced(fractions) if fractions else 0
 
 
 # --- affinity and taints -------------------------------------------------------------------------
+
+_NO_PREFERENCE = Score(0, "matching weight 0")
+_NO_SOFT_TAINTS = Score(0, "0 untolerated PreferNoSchedule")
+
 
 class NodeAffinityPreferred(Scorer):
     """Sum of the weights of matching preferred node-affinity terms, scaled to the best node."""
 
     name = "NodeAffinity"
 
+    def prepare(self, pod, snapshot):
+        return ((((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
+                .get("preferredDuringSchedulingIgnoredDuringExecution") or [])
+
     def score(self, pod, node, snapshot, state=None):
-        preferred = ((((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {})
-                     .get("preferredDuringSchedulingIgnoredDuringExecution") or [])
+        preferred = state if state is not None else self.prepare(pod, snapshot)
+        if not preferred:
+            return _NO_PREFERENCE
         total = sum(int(p.get("weight") or 0) for p in preferred
                     if node_selector_term_matches(p.get("preference") or {}, node))
         return Score(total, f"matching weight {total}")
@@ -139,7 +174,10 @@ class TaintTolerationPreferred(Scorer):
     name = "TaintToleration"
 
     def score(self, pod, node, snapshot, state=None):
-        n = sum(1 for t in node_taints(node) if t.get("effect") == "PreferNoSchedule" and not tolerated(pod, t))
+        taints = node_taints(node)
+        if not taints:
+            return _NO_SOFT_TAINTS
+        n = sum(1 for t in taints if t.get("effect") == "PreferNoSchedule" and not tolerated(pod, t))
         return Score(n, f"{n} untolerated PreferNoSchedule")
 
     def normalize(self, raw, snapshot):
@@ -150,6 +188,7 @@ class TaintTolerationPreferred(Scorer):
 
 _MB = 1024 * 1024
 _IMAGE_MIN, _IMAGE_MAX_PER_CONTAINER = 23 * _MB, 1000 * _MB
+_NO_IMAGES = Score(0, "0MiB of images present")
 
 
 class ImageLocality(Scorer):
@@ -165,8 +204,10 @@ class ImageLocality(Scorer):
 
     def score(self, pod, node, snapshot, state=None):
         count, wanted = state if state is not None else self.prepare(pod, snapshot)
-        total_nodes = len(snapshot.nodes) or 1
         here = node.images
+        if not here:
+            return _NO_IMAGES
+        total_nodes = len(snapshot.nodes) or 1
         s = 0
         for image in wanted & here.keys():
             s += int(here[image] * snapshot.image_spread[image] / total_nodes)
@@ -198,10 +239,20 @@ class SelectorSpread(Scorer):
         return controller_uid(pod), (pod.get("metadata") or {}).get("namespace") or "default"
 
     def score(self, pod, node, snapshot, state=None):
-        uid, ns = state if state is not None else self.prepare(pod, snapshot)
-        n = 0 if uid is None else sum(1 for p in node.pods if controller_uid(p) == uid
-                                      and ((p.get("metadata") or {}).get("namespace") or "default") == ns)
+        n = self.value(pod, node, snapshot, state)
         return Score(n, f"{n} sibling pod(s) on node")
+
+    def value(self, pod, node, snapshot, state=None):
+        uid, ns = state if state is not None else self.prepare(pod, snapshot)
+        if uid is None:
+            return 0
+        # A NodeInfo never changes (a change makes a new one): its counts are memoized on it.
+        memo = node.__dict__.setdefault("_siblings", {})
+        n = memo.get((uid, ns))
+        if n is None:
+            n = memo[(uid, ns)] = sum(1 for p in node.pods if controller_uid(p) == uid
+                                      and ((p.get("metadata") or {}).get("namespace") or "default") == ns)
+        return n
 
     def normalize(self, raw, snapshot):
         """Normalize node counts and mix in zone counts (over the feasible nodes)."""

@@ -85,3 +85,27 @@ def test_profiles_are_named_and_weighted():
     assert set(s.PROFILES) == {"default-scheduler", "bin-packing", "hybrid"}
     weights = {scorer.name: w for scorer, w in s.DEFAULT_PROFILE.scorers}
     assert weights["TaintToleration"] == 3 and weights["NodeResourcesLeastAllocated"] == 1
+
+
+def test_every_scorers_value_is_its_scores_value():
+    """Scorer.value (what batch placement computes for every node) must agree with score()'s value (what a
+    record shows with its label), on nodes with and without pods, images, taints and allocatable."""
+    nodes = [node("a", zone="a"), node("b", zone="b", cpu="1", memory="1Gi"),
+             node("c", cpu="0", memory="0", taints=[{"key": "k", "effect": "PreferNoSchedule"}]),
+             node("d", labels={"disk": "ssd"})]
+    nodes[3]["status"]["images"] = [{"names": ["app:1"], "sizeBytes": 300 * 2 ** 20}]
+    web = [pod(f"w{i}", cpu="500m", labels={"app": "web"}, owner="web") for i in range(3)]
+    bound = [on("a", web[0]), on("a", web[1]), on("d", web[2]), on("b", pod("other", memory="512Mi"))]
+    preferred = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 7, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}
+    pods = [pod("p", cpu="250m", memory="128Mi", labels={"app": "web"}, owner="web"), pod("q"),
+            pod("r", cpu="2", affinity=preferred, tolerations=[{"key": "k", "operator": "Exists"}])]
+    snapshot = Snapshot.build(nodes, bound).with_avoid({"uid-web": frozenset({"b"})})
+    scorers = {type(sc): sc for profile in s.PROFILES.values() for sc, _ in profile.scorers}
+    for scorer in scorers.values():
+        for p in pods:
+            state = scorer.prepare(p, snapshot)
+            for info in snapshot.nodes:
+                assert scorer.value(p, info, snapshot, state) == scorer.score(p, info, snapshot, state).value, \
+                    (scorer.name, p["metadata"]["name"], info.name)
+                assert scorer.value(p, info, snapshot) == scorer.score(p, info, snapshot).value

@@ -298,6 +298,17 @@ def _required_terms(pod: Obj, kind: str) -> list[Obj]:
             .get("requiredDuringSchedulingIgnoredDuringExecution") or [])
 
 
+_ANTI_NODES = "nodes with pods with required anti-affinity"
+
+
+def _anti_nodes(snapshot: Snapshot) -> frozenset[int]:
+    return frozenset(i for i, info in enumerate(snapshot.nodes) if info.pods_with_required_anti)
+
+
+def _anti_nodes_delta(before: frozenset[int], i: int, old: NodeInfo, new: NodeInfo) -> frozenset[int]:
+    return before | {i} if new.pods_with_required_anti else before - {i}
+
+
 class InterPodAffinity(Filter):
     """Required pod affinity and anti-affinity, and existing pods' anti-affinity against this pod.
 
@@ -313,7 +324,10 @@ class InterPodAffinity(Filter):
         anti_domains: list[set[str]] = [set() for _ in anti]
         existing_anti: set[tuple[str, str]] = set()
         any_affinity_match = False
-        for info in snapshot.nodes:
+        nodes: Sequence[NodeInfo] = snapshot.nodes
+        if not (affinity or anti):
+            nodes = [nodes[i] for i in sorted(snapshot.derived(_ANTI_NODES, _anti_nodes, _anti_nodes_delta))]
+        for info in nodes:
             labels = info.labels
             # Without terms of its own, only pods with anti-affinity can matter (kube's
             # HavePodsWithRequiredAntiAffinityList): most nodes have none, so skip their pods.
@@ -382,15 +396,17 @@ class PodTopologySpread(Filter):
         keys = [c.get("topologyKey") for c in constraints]
         namespace = _meta(pod).get("namespace") or "default"
         selectors = [sel.LabelSelector.from_object(c.get("labelSelector")) for c in constraints]
-        counts: list[dict[str, int]] = [{} for _ in constraints]
         memo_keys = [(namespace, repr(c.get("labelSelector"))) for c in constraints]
         spec = _spec(pod)
-        selects_nodes = bool(spec.get("nodeSelector")) or bool(
-            ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution"))
-        for info in snapshot.nodes:
+        required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution")
+        selects_nodes = bool(spec.get("nodeSelector")) or bool(required)
+
+        def count(info: NodeInfo, sign: int, into: list[dict[str, int]]) -> None:
+            """Add (or take away) one node's matching pods to the counts of its domains."""
             labels = info.labels
             if not all(k in labels for k in keys) or (selects_nodes and not node_affinity_matches(pod, info)):
-                continue
+                return
             # A NodeInfo never changes (a change makes a new one): its matching counts are memoized on it.
             memo = info.__dict__.setdefault("_spread_counts", {})
             for i, (key, selector) in enumerate(zip(keys, selectors)):
@@ -400,7 +416,24 @@ class PodTopologySpread(Filter):
                     n = memo[memo_keys[i]] = sum(
                         1 for p in info.pods if (_meta(p).get("namespace") or "default") == namespace
                         and not _meta(p).get("deletionTimestamp") and selector.matches(_meta(p).get("labels")))
-                counts[i][domain] = counts[i].get(domain, 0) + n
+                into[i][domain] = into[i].get(domain, 0) + sign * n
+
+        def full(snap: Snapshot) -> list[dict[str, int]]:
+            out: list[dict[str, int]] = [{} for _ in constraints]
+            for info in snap.nodes:
+                count(info, 1, out)
+            return out
+
+        def delta(before: list[dict[str, int]], _: int, old: NodeInfo, new: NodeInfo) -> list[dict[str, int]]:
+            out = [dict(c) for c in before]   # the same node (its labels too): the same domains
+            count(old, -1, out)
+            count(new, 1, out)
+            return out
+
+        # Per snapshot, and from the previous snapshot by the one node that changed (a placement).
+        memo_key = ("PodTopologySpread", namespace, tuple(keys), tuple(memo_keys),
+                    repr((spec.get("nodeSelector"), required)) if selects_nodes else None)
+        counts = snapshot.derived(memo_key, full, delta)
         prepared = []
         for c, key, selector, domain_counts in zip(constraints, keys, selectors, counts):
             minimum = min(domain_counts.values()) if domain_counts else 0

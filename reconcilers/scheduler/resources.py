@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from fractions import Fraction
@@ -312,9 +312,34 @@ class Snapshot:
         object.__setattr__(out, "volumes", self.volumes)
         object.__setattr__(out, "generation", next(_generations))
         object.__setattr__(out, "_index", self._index)  # type: ignore[attr-defined]
-        if same_node and "image_spread" in self.__dict__:
-            out.__dict__["image_spread"] = self.__dict__["image_spread"]
+        if same_node:
+            if "image_spread" in self.__dict__:
+                out.__dict__["image_spread"] = self.__dict__["image_spread"]
+            # Cluster-wide sums (filters' prepare) can be had from this snapshot's by the one node's change.
+            out.__dict__["_parent"] = (self.memo, i, self.nodes[i])
         return out
+
+    @cached_property
+    def memo(self) -> dict[Any, Any]:
+        """Values derived from this snapshot (never changed once stored), for filters' prepare."""
+        return {}
+
+    def derived(self, key: Any, full: Callable[[Snapshot], Any],
+                delta: Callable[[Any, int, NodeInfo, NodeInfo], Any]) -> Any:
+        """The memoized value `key` of this snapshot: `full(snapshot)` computes it; or, when the snapshot
+        this one was made from (by one node's pods changing) has it already, `delta(value there, index,
+        old NodeInfo, new NodeInfo)` brings that up to date (returning a new value: stored ones are shared)."""
+        memo = self.memo
+        value = memo.get(key)
+        if value is None:
+            parent = self.__dict__.get("_parent")
+            before = parent[0].get(key) if parent is not None else None
+            if before is not None:
+                value = delta(before, parent[1], parent[2], self.nodes[parent[1]])
+            else:
+                value = full(self)
+            memo[key] = value
+        return value
 
     def with_pod(self, pod: Obj, node_name: str) -> Snapshot:
         """The snapshot after binding `pod` to `node_name` (the pod's spec.nodeName is set in the copy)."""

@@ -246,3 +246,37 @@ def test_topology_spread_missing_label_and_soft_constraints():
     soft = spread(1, "rack", app="web")
     soft[0]["whenUnsatisfiable"] = "ScheduleAnyway"
     assert run(f.PodTopologySpread(), pod(spread=soft), THREE_ZONES) is None
+
+
+def test_cluster_wide_prepares_follow_a_snapshot_node_by_node():
+    """Spread counts and the nodes holding anti-affinity pods are carried from one snapshot to the next by
+    the node that changed (Snapshot.derived): they must equal what a snapshot built afresh gives."""
+    from reconcilers.scheduler.filters import InterPodAffinity, PodTopologySpread
+    nodes = [node(f"n{i}", zone="abc"[i % 3]) for i in range(6)]
+    spread = [{"maxSkew": 1, "topologyKey": ZONE, "whenUnsatisfiable": "DoNotSchedule",
+               "labelSelector": {"matchLabels": {"app": "web"}}}]
+    anti = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": HOST}]}}
+    incoming = [pod("s", labels={"app": "web"}, spread=spread),
+                pod("z", labels={"app": "web"}, spread=spread, node_selector={ZONE: "a"}),
+                pod("plain", labels={"app": "web"})]
+    steps = [("n0", pod("w0", labels={"app": "web"})), ("n1", pod("w1", labels={"app": "web"}, affinity=anti)),
+             ("n3", pod("w2", labels={"app": "web"})), ("n1", None), ("n4", pod("w3", labels={"app": "db"}))]
+    snapshot, bound = Snapshot.build(nodes), []
+    for name, p in steps:
+        for f in (PodTopologySpread(), InterPodAffinity()):
+            for q in incoming:
+                f.prepare(q, snapshot)   # memoized on this snapshot, for the next one to start from
+        if p is None:
+            gone = next(b for b in bound if b["spec"]["nodeName"] == name)
+            bound.remove(gone)
+            snapshot = snapshot.without_pod(f"default/{gone['metadata']['name']}", name)
+        else:
+            bound.append(on(name, p))
+            snapshot = snapshot.with_pod(p, name)
+        fresh = Snapshot.build(nodes, bound)
+        for f in (PodTopologySpread(), InterPodAffinity()):
+            for q in incoming:
+                assert f.prepare(q, snapshot) == f.prepare(q, fresh), (f.name, q["metadata"]["name"], name)
+    assert PodTopologySpread().prepare(incoming[0], snapshot)[0][2] == {"a": 2, "b": 0, "c": 0}
+    assert InterPodAffinity().prepare(incoming[2], snapshot)[4] == set()

@@ -104,11 +104,16 @@ async def _watchdog(after: float) -> None:
 
 
 async def _bounded(aw, what: str, timeout: float = 20.0):
-    """A step that must not hang the test: on timeout, fail with every task's stack."""
-    try:
-        return await asyncio.wait_for(aw, timeout)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"{what} took over {timeout:g} s; tasks:\n{_tasks()}") from None
+    """A step that must not hang the test: on timeout, fail with every task's stack, taken before the
+    step is cancelled (so the tasks that hang are still in it)."""
+    step = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({step}, timeout=timeout)
+    if not done:
+        dump = _tasks()
+        step.cancel()
+        await asyncio.gather(step, return_exceptions=True)
+        raise AssertionError(f"{what} took over {timeout:g} s; tasks:\n{dump}")
+    return step.result()
 
 
 async def _until(predicate, timeout: float = 15.0, what: str = "condition"):

@@ -107,7 +107,7 @@ class Auditor:
             level = decision.level
             annotations = {"eventplane.io/request-id": request.get("request_id", "")}
             request_object = response_object = None
-            if level.rank >= Level.REQUEST.rank:  # bodies, only at the levels that record them
+            if level is Level.REQUEST or level is Level.REQUEST_RESPONSE:  # the levels that record bodies
                 if body:
                     request_object = _decoded(body, request.content_type)
                 if level is Level.REQUEST_RESPONSE and isinstance(response, web.Response) \
@@ -163,7 +163,7 @@ class Auditor:
             if not decision.records("ResponseComplete"):
                 return
             annotations = {"eventplane.io/request-id": headers.get("X-Request-Id", "")}
-            request_object = body if decision.level.rank >= Level.REQUEST.rank else None
+            request_object = body if decision.level in (Level.REQUEST, Level.REQUEST_RESPONSE) else None
             response_object = value if decision.level is Level.REQUEST_RESPONSE else None
             request_object, response_object = _without_secrets(request_object, response_object, annotations)
             self.writer.record(AuditRecord(

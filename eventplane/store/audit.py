@@ -7,7 +7,7 @@ endpoint and `epctl audit` through `query_audit`.
 `AuditWriter.record` never waits: it puts the record on a bounded queue and
 returns. One task drains the queue on its own connection, one COPY per batch
 (up to `batch_size` records, or what arrived within `flush_interval` of the
-first). When the queue is full — the database is down or slower than the
+first; flush() sends what is queued at once). When the queue is full — the database is down or slower than the
 request rate — the record is DROPPED: `dropped` counts them and a warning is
 logged (the first, then every 1000th). Requests are never slowed or refused
 for the sake of their audit record; the counter tells an operator what was
@@ -98,7 +98,7 @@ class AuditWriter:
     `connect` replaces how the writer opens its connection (tests, other drivers' settings)."""
 
     def __init__(self, database_url: str, *, connect: Callable[[], Any] | None = None, queue_size: int = 10_000,
-                 batch_size: int = 500, flush_interval: float = 0.005) -> None:
+                 batch_size: int = 500, flush_interval: float = 0.025) -> None:
         self._connect = connect or (lambda: asyncpg.connect(database_url))
         self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue(maxsize=queue_size)
         self.batch_size = batch_size
@@ -108,6 +108,8 @@ class AuditWriter:
         self.dropped = 0
         self.failed = 0
         self.written = 0
+        self._nap: asyncio.Future | None = None  # the writer's wait for a batch to fill; flush() ends it
+        self._flushing = 0
 
     async def start(self) -> None:
         if self._task is not None:
@@ -118,6 +120,8 @@ class AuditWriter:
         """Queue one record; never blocks. A full queue drops it (see the module docstring)."""
         try:
             self._queue.put_nowait(rec)
+            if self._nap is not None and self._queue.qsize() >= self.batch_size:
+                _wake(self._nap)  # a full batch goes at once
         except asyncio.QueueFull:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -126,11 +130,16 @@ class AuditWriter:
 
     async def flush(self, timeout: float = 2.0) -> bool:
         """Wait until every record queued so far is written (or given up); False on timeout."""
+        self._flushing += 1
+        if self._nap is not None:
+            _wake(self._nap)  # what is queued goes now, not when the batch's time is up
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
             return True
         except TimeoutError:
             return False
+        finally:
+            self._flushing -= 1
 
     async def close(self) -> None:
         """Write what is queued (for a few seconds at most), then stop."""
@@ -147,21 +156,22 @@ class AuditWriter:
             self._conn = None
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            deadline = asyncio.get_running_loop().time() + self.flush_interval
+            if not self._flushing and self._queue.qsize() + 1 < self.batch_size:
+                # One timer per batch, not a timed get per record: what arrives meanwhile is queued.
+                self._nap = loop.create_future()
+                timer = loop.call_later(self.flush_interval, _wake, self._nap)
+                try:
+                    await self._nap
+                finally:
+                    timer.cancel()
+                    self._nap = None
             while len(batch) < self.batch_size:
                 try:
                     batch.append(self._queue.get_nowait())
-                    continue
                 except asyncio.QueueEmpty:
-                    pass
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
                     break
             try:
                 await self._write(batch)
@@ -191,6 +201,11 @@ class AuditWriter:
                                 self.failed)
                 else:
                     await asyncio.sleep(RETRY_DELAY)  # once, before the batch's second try
+
+
+def _wake(nap: asyncio.Future) -> None:
+    if not nap.done():
+        nap.set_result(None)
 
 
 @dataclass(frozen=True)

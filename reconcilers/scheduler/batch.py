@@ -238,6 +238,8 @@ class _ClassRun:
         self._buckets: dict[Any, list[tuple[int, int, str]]] | None = None
         self._bucket_of: dict[str, tuple[Any, tuple[int, int, str]]] = {}
         self._dirty: set[str] = set()
+        self._entries: dict[str, list[list[Any]]] = {}   # see _scores_of
+        self._sp_at = next((k for k, (s, _) in enumerate(self.scorers) if s.name == self.sp), -1)
         self._entered: set[str] = set()   # nodes that became feasible since the last normalization
         self._groups: tuple[dict, dict, frozenset] | None = None   # the rejections, grouped for the record
         self._domains: tuple[tuple, dict[tuple, list[str]]] | None = None   # see _recheck
@@ -362,6 +364,7 @@ class _ClassRun:
         `rescore`."""
         was = name in self.feasible
         self._dirty.add(name)
+        self._entries.pop(name, None)
         before = self.rejected.get(name)
         rejected = self._filter(name, cluster_only) if verdict is _UNSEEN else verdict
         if rejected is None:
@@ -512,6 +515,7 @@ class _ClassRun:
             self.base = {n: sum(w * norm[n] for norm, w in fixed) for n in feasible}
             self._ranked = None
             self._buckets = None
+            self._entries.clear()
         else:
             base = self.base
             for n in touched:
@@ -585,9 +589,18 @@ class _ClassRun:
             return [name for _, _, name in entries], {name: -b for b, _, name in entries}
         score = self._sp_score = self._sp_scores()
         w = self.sp_w
-        candidates = []
+        heads = []
         for (count, zone), entries in self._buckets.items():
             add = w * score(count, zone)
+            heads.append((entries[0][0] - add, add, entries))
+        heads.sort(key=lambda h: h[0])
+        candidates: list[tuple[int, int, str]] = []
+        for head, add, entries in heads:   # best bucket first; stop at one that cannot reach the top
+            if len(candidates) >= top:
+                candidates.sort()
+                del candidates[top:]
+                if head > candidates[-1][0]:
+                    break
             candidates.extend((b - add, o, name) for b, o, name in entries[:top])
         candidates.sort()
         del candidates[top:]
@@ -613,12 +626,27 @@ class _ClassRun:
         if node is not None and node not in best:
             best.append(node)
         groups, counts, _ = self._rejections()
-        top = [(n, totals[n], [(s.name, w, self._norm_of(s.name, n), self._label(s, n)) for s, w in self.scorers])
-               for n in best]
+        top = [(n, totals[n], self._scores_of(n)) for n in best]
         return build(pod=pod_key(pod), profile=self.profile.name, node=node, num_nodes=self.n,
                      examined=self.examined, feasible=len(self.feasible), start=self.start,
                      nodes_to_find=self.to_find, filters=self.names, top=top, rejected=groups,
                      reason_counts=counts, batch=(index, size) if size > 1 else None)
+
+    def _scores_of(self, name: str) -> list[list[Any]]:
+        """A node's [scorer, weight, score, label] lists for the record. Kept per node until the node is
+        examined again or the normalizations are redone (records share them: nobody changes a record);
+        SelectorSpread's score, which moves with every pod, is put in fresh."""
+        entry = self._entries.get(name)
+        if entry is None or self.spread and self.sp is None:
+            entry = [[s.name, w, None if s.name == self.sp else self.norm[s.name][name], self._label(s, name)]
+                     for s, w in self.scorers]
+            self._entries[name] = entry
+        if self.sp is None:
+            return entry
+        out = entry.copy()
+        i = self._sp_at
+        out[i] = [self.sp, self.sp_w, self._norm_of(self.sp, name), entry[i][3]]
+        return out
 
     # --- the run ---
 

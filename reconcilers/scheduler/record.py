@@ -35,12 +35,14 @@ def build(*, pod: str, profile: str, node: str | None, num_nodes: int, examined:
           nodes_to_find: int, filters: Sequence[str], top: Iterable[tuple[str, int, Sequence[Sequence[Any]]]],
           rejected: Mapping[tuple[str, tuple[str, ...]], Sequence[str]], reason_counts: Mapping[str, int],
           batch: tuple[int, int] | None = None, prefilter: str | None = None) -> Record:
-    """`top`: (node, total, [(scorer, weight, score, label), …]) best first; `rejected`: (filter, reasons) →
-    node names; `reason_counts`: reason → nodes (for the FitError message)."""
+    """`top`: (node, total, [(scorer, weight, score, label), …]) best first (a list of lists is taken as it
+    is, not copied: records are never changed); `rejected`: (filter, reasons) → node names;
+    `reason_counts`: reason → nodes (for the FitError message)."""
     rec: Record = {
         "v": VERSION, "pod": pod, "profile": profile, "node": node, "nodes": num_nodes, "examined": examined,
         "feasible": feasible, "start": start, "nodesToFind": nodes_to_find, "filters": list(filters),
-        "top": [{"node": n, "total": t, "scores": [list(s) for s in scores]} for n, t, scores in top],
+        "top": [{"node": n, "total": t, "scores": scores if type(scores) is list and all(type(s) is list for s in scores)
+                 else [list(s) for s in scores]} for n, t, scores in top],
         "rejected": [{"filter": f, "reasons": list(reasons), "count": len(names),
                       "nodes": list(names[:NAMES_PER_GROUP])}
                      for (f, reasons), names in sorted(rejected.items(), key=lambda kv: (-len(kv[1]), kv[0]))],

@@ -3,7 +3,8 @@ import pytest
 
 from reconcilers.scheduler import BIN_PACKING_PROFILE, Cache, Options, Snapshot, plan
 from reconcilers.scheduler.batch import batchable, place
-from reconcilers.scheduler.record import explain_record, loads, dumps
+from reconcilers.scheduler.filters import DEFAULT_FILTERS
+from reconcilers.scheduler.record import dumps, explain_record, from_decision, loads
 from tests.unit.test_scheduler_filters import ZONE, node, on, pod
 
 
@@ -196,3 +197,28 @@ def test_a_class_state_starts_with_the_decision_schedule_would_make(constraint):
         assert alone[0].decision is not None and kept[0].decision is None
         assert kept[0].record == alone[0].record
         assert kept[0].rejected_by == alone[0].rejected_by
+
+
+@pytest.mark.parametrize("max_skew, zones", [(1, 3), (2, 4), (1, 5)])
+def test_spread_classes_turning_whole_zones_place_as_one_by_one(max_skew, zones):
+    """A zone spread turns whole zones away and back as pods land (batch.py's per-domain verdicts): the
+    choices, and each pod's record, must be those of deciding the pods one by one."""
+    options = Options(relaxed_randomization=False)
+    nodes = [node(f"n{i:03d}", zone="abcde"[i % zones], cpu="1") for i in range(40)]
+    nodes[5]["spec"]["unschedulable"] = True
+    bound = [on("n001", pod("x", cpu="500m", labels={"app": "web"})), on("n002", pod("y", cpu="1"))]
+    pods = replicas(90, cpu="500m")
+    for p in pods:
+        p["spec"]["topologySpreadConstraints"] = [{"maxSkew": max_skew, "topologyKey": ZONE,
+                                                   "whenUnsatisfiable": "DoNotSchedule",
+                                                   "labelSelector": {"matchLabels": {"app": "web"}}}]
+    snapshot = Snapshot.build(nodes, bound)
+    expected, _ = plan(pods, snapshot, options=options)
+    batched, _, _ = place(pods, snapshot, options=options, cache=Cache())
+    assert [p.node for p in batched] == [d.node for d in expected]
+    assert any(p.node is None for p in batched)   # the cluster fills up: the last ones fit nowhere
+    for pl, d in zip(batched, expected):
+        got = {k: v for k, v in pl.record.items() if k != "batch"}
+        want = from_decision(d, [f.name for f in DEFAULT_FILTERS])
+        assert got["top"] == want["top"] and got["rejected"] == want["rejected"], pl.pod["metadata"]["name"]
+        assert got["message"] == want["message"] and got["feasible"] == want["feasible"]

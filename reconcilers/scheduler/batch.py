@@ -200,6 +200,7 @@ class _ClassRun:
         self.names = [f.name for f in filters]
         self.filters, self.cache, self.top = applicable(filters, pod), cache, top
         self.scope_of = {f.name: f.scope for f in filters}
+        self._cluster_filters = tuple(f for f in self.filters if f.scope != "node")
         self.cluster = not batchable(pod)   # placing one of its pods may change other nodes' feasibility
         self.parked: dict[str, dict[str, tuple[int, str]]] = {}   # raw scores of nodes out for a while
         self.avoid = snapshot.avoid
@@ -279,18 +280,18 @@ class _ClassRun:
     # --- one node, filtered and scored for this class ---
 
     def _filter(self, name: str, cluster_only: bool = False) -> tuple[str, tuple[str, ...]] | None:
-        info = self.snapshot.get(name)
-        pod = self.pod
-        for f in self.filters:
-            if cluster_only and f.scope == "node":
-                continue
-            if f.name not in self.states:
-                self.states[f.name] = f.prepare(pod, self.snapshot)
-            if self.cache is not None:
-                self.cache.filter_runs += 1
-            reasons = _reasons(f.check(pod, info, self.snapshot, self.states[f.name]))
+        snapshot = self.snapshot
+        info = snapshot.get(name)
+        pod, states, cache = self.pod, self.states, self.cache
+        for f in (self._cluster_filters if cluster_only else self.filters):
+            state = states.get(f.name, _UNSEEN)
+            if state is _UNSEEN:   # prepared when first needed (kube's PreFilter)
+                state = states[f.name] = f.prepare(pod, snapshot)
+            if cache is not None:
+                cache.filter_runs += 1
+            reasons = f.check(pod, info, snapshot, state)
             if reasons:
-                return f.name, reasons
+                return f.name, _reasons(reasons)
         return None
 
     def _sp_add(self, name: str, count: int) -> None:
@@ -329,22 +330,25 @@ class _ClassRun:
 
     def _score(self, name: str) -> None:
         """Score one node: values only (Scorer.value); a label is made when a record shows the node."""
-        info = self.snapshot.get(name)
-        pod = self.pod
+        snapshot = self.snapshot
+        info = snapshot.get(name)
+        pod, states, cache, raw, sp = self.pod, self.score_states, self.cache, self.raw, self.sp
         for s, _ in self.scorers:
-            if s.name not in self.score_states:
-                self.score_states[s.name] = s.prepare(pod, self.snapshot)
-            value = s.value(pod, info, self.snapshot, self.score_states[s.name])
-            if self.cache is not None:
-                self.cache.score_runs += 1
-            old = self.raw[s.name].get(name)
+            state = states.get(s.name, _UNSEEN)
+            if state is _UNSEEN:
+                state = states[s.name] = s.prepare(pod, snapshot)
+            value = s.value(pod, info, snapshot, state)
+            if cache is not None:
+                cache.score_runs += 1
+            table = raw[s.name]
+            old = table.get(name)
             if old is None or old[0] != value:
                 self._moved_raw.add(s.name)
-                if s.name == self.sp:
+                if s.name == sp:
                     if old is not None:
                         self._sp_remove(name, old[0])
                     self._sp_add(name, value)
-            self.raw[s.name][name] = (value, None)
+            table[name] = (value, None)
 
     def _label(self, scorer: Scorer, name: str) -> str:
         """The label of a node's score, made (and kept) when first asked: the node and the class's scoring

@@ -133,6 +133,15 @@ def pod_key(pod: Obj) -> str:
     return f"{meta.get('namespace') or 'default'}/{meta.get('name') or ''}"
 
 
+def _controller_key(pod: Obj) -> tuple[str, str] | None:
+    meta = pod.get("metadata") or {}
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("controller"):
+            uid = ref.get("uid")
+            return None if uid is None else (uid, meta.get("namespace") or "default")
+    return None
+
+
 def _terminal(pod: Obj) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
@@ -200,6 +209,17 @@ class NodeInfo:
                                               .get("requiredDuringSchedulingIgnoredDuringExecution")))
 
     @cached_property
+    def controlled(self) -> dict[tuple[str, str], int]:
+        """(controller uid, namespace) → how many of the pods here it controls (SelectorSpread's count);
+        carried to the next NodeInfo by `with_pod`."""
+        out: dict[tuple[str, str], int] = {}
+        for p in self.pods:
+            key = _controller_key(p)
+            if key is not None:
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    @cached_property
     def claims(self) -> frozenset[str]:
         """The claims ("namespace/name") the pods here use (the volume filters ask; others never do)."""
         out = set()
@@ -216,6 +236,12 @@ class NodeInfo:
                        used_ports=self.used_ports | host_ports(pod), generation=next(_generations))
         # Same node object: keep what was parsed from it (cached_property stores in __dict__).
         info.__dict__.update({k: v for k, v in self.__dict__.items() if k in _NODE_DERIVED})
+        if "controlled" in self.__dict__:
+            controlled = dict(self.__dict__["controlled"])
+            key = _controller_key(pod)
+            if key is not None:
+                controlled[key] = controlled.get(key, 0) + 1
+            info.__dict__["controlled"] = controlled
         return info
 
     def without_pod(self, key: str) -> NodeInfo:

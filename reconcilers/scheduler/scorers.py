@@ -67,9 +67,8 @@ def _allocation(pod: Obj, node: NodeInfo, request: Any) -> list[tuple[str, int, 
     """(resource, weight, requested including this pod, allocatable) on the scoring (non-zero) view."""
     if request is None:
         request = pod_requests(pod, non_zero=True)
-    allocatable = node.allocatable
-    return [(r, w, node.non_zero_requested.get(r, 0) + request.get(r, 0), allocatable.get(r, 0))
-            for r, w in _WEIGHTS]
+    allocatable, requested = node.allocatable, node.non_zero_requested
+    return [(r, w, requested.get(r, 0) + request.get(r, 0), allocatable.get(r, 0)) for r, w in _WEIGHTS]
 
 
 def _weighted(parts: list[tuple[int, int]]) -> int:
@@ -246,13 +245,7 @@ class SelectorSpread(Scorer):
         uid, ns = state if state is not None else self.prepare(pod, snapshot)
         if uid is None:
             return 0
-        # A NodeInfo never changes (a change makes a new one): its counts are memoized on it.
-        memo = node.__dict__.setdefault("_siblings", {})
-        n = memo.get((uid, ns))
-        if n is None:
-            n = memo[(uid, ns)] = sum(1 for p in node.pods if controller_uid(p) == uid
-                                      and ((p.get("metadata") or {}).get("namespace") or "default") == ns)
-        return n
+        return node.controlled.get((uid, ns), 0)
 
     def normalize(self, raw, snapshot):
         """Normalize node counts and mix in zone counts (over the feasible nodes)."""

@@ -109,3 +109,18 @@ def test_every_scorers_value_is_its_scores_value():
                 assert scorer.value(p, info, snapshot, state) == scorer.score(p, info, snapshot, state).value, \
                     (scorer.name, p["metadata"]["name"], info.name)
                 assert scorer.value(p, info, snapshot) == scorer.score(p, info, snapshot).value
+
+
+def test_sibling_counts_carried_by_with_pod_equal_counting_afresh():
+    """SelectorSpread reads NodeInfo.controlled, which with_pod carries forward instead of recounting."""
+    web = [pod(f"w{i}", labels={"app": "web"}, owner="web") for i in range(3)]
+    other = pod("o", owner="db", namespace="other")
+    snapshot = Snapshot.build([node("a")], [on("a", web[0])])
+    assert snapshot.get("a").controlled == {("uid-web", "default"): 1}
+    for p in (web[1], other, web[2], pod("lonely")):
+        snapshot = snapshot.with_pod(p, "a")
+    fresh = Snapshot.build([node("a")], [on("a", p) for p in (*web, other, pod("lonely"))])
+    assert snapshot.get("a").controlled == fresh.get("a").controlled == {("uid-web", "default"): 3,
+                                                                         ("uid-db", "other"): 1}
+    spread = s.SelectorSpread()
+    assert spread.score(web[0], snapshot.get("a"), snapshot, spread.prepare(web[0], snapshot)).value == 3

@@ -40,12 +40,16 @@ def caller_of(request: web.Request) -> Caller:
 
 
 def _check_params(request: web.Request, allowed: set[str]) -> None:
+    if not request.query_string:
+        return  # most requests have none: the query is not parsed for them
     for key in request.query:
         if key not in allowed and key not in COMMON_PARAMS:
             raise errors.BadRequestError(f'unknown query parameter "{key}"')
 
 
 def write_options(request: web.Request, duplicates: list[str] | None = None) -> WriteOptions:
+    if not request.query_string:
+        return WriteOptions(duplicates=duplicates or [])  # what an empty query gives below
     q = request.query
     dry_run = q.getall("dryRun", [])
     for d in dry_run:

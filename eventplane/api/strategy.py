@@ -26,6 +26,8 @@ SERVER_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePe
                "selfLink")
 
 
+_SERVER_META_AND_VERSION = SERVER_META + ("resourceVersion",)
+
 _clock: tuple[int, str] = (0, "")
 
 
@@ -134,7 +136,7 @@ def prepare_create(info: ResourceInfo, obj: dict[str, Any], *, namespace: str, r
     if not m.get("name") and m.get("generateName"):
         m["name"] = meta.generate_name(m["generateName"], rng,
                                        label_rule=meta.name_rule_for(info.group, info.resource) == "label")
-    for key in SERVER_META + ("resourceVersion",):
+    for key in _SERVER_META_AND_VERSION:
         m.pop(key, None)
     m["uid"] = new_uid()
     m["creationTimestamp"] = now_rfc3339()
@@ -296,10 +298,15 @@ def _keep_pod_priority(new: dict[str, Any], old: dict[str, Any]) -> None:
             spec[key] = old_spec[key]
 
 
+_kind_rules: list = [None]
+
+
 def validate_object(info: ResourceInfo, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
     """ObjectMeta rules, then the kind's own rules; every broken rule is one cause of a 422."""
-    from .validation import validate
-
+    validate = _kind_rules[0]
+    if validate is None:  # validation.py imports this module: bound at the first call, not per call
+        from .validation import validate
+        _kind_rules[0] = validate
     causes = meta.validate_object_meta(obj, name_rule=meta.name_rule_for(info.group, info.resource),
                                        namespaced=info.namespaced, old=old, builtin=not info.custom)
     causes += validate(info, obj)

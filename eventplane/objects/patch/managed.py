@@ -180,7 +180,7 @@ def without_managed_fields(obj: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _entries_of(obj: Mapping[str, Any] | None) -> Any:
     metadata = (obj or {}).get("metadata")
-    return metadata.get("managedFields") if isinstance(metadata, Mapping) else None
+    return metadata.get("managedFields") if isinstance(metadata, dict) or isinstance(metadata, Mapping) else None
 
 
 def live_managed(obj: Mapping[str, Any] | None) -> Managed:

@@ -13,6 +13,13 @@ them) and watches them.
    request to the watch seeing the pod Running, and Ready. A pod is two containers (the infra
    container holding the network namespace, and the app), so the agent starts twice as many.
 3. Targets: Ready p99 <= 1.5 s (Kubernetes' SLO is 5 s) and Running p99 <= 2x the docker run p99.
+4. Where the time goes, per pod (p50/p99 of each step): create request → the watch shows the pod
+   (the API's write and fan-out), → the engine's `create` event of the infra container (the agent's
+   watch delivery and its sync up to the create), → the app container's `create`, → the infra
+   container's `start` (the agent creates the app while the engine starts the infra: a negative step
+   here means the start overlapped the create), → the app's `start`, → the watch shows Running,
+   → Ready. The engine's events carry its own clock (nanoseconds, this machine's wall clock), so the
+   steps are measured on time.time() throughout.
 
 The test image is built locally (`docker import` of a busybox-static root filesystem); no registry
 is needed. Every container the benchmark made is removed at the end (by its labels).
@@ -33,7 +40,7 @@ import _common as c
 import api as apibench
 from eventplane.auth.kubeconfig import write_kubeconfig
 from eventplane.client import Client
-from nodeagent.runtime import NODE
+from nodeagent.runtime import APP, INFRA, NODE, POD_NAME, ROLE
 from nodeagent.runtime.docker import busybox_rootfs
 from nodeagent.runtime.dockerapi import DockerApi
 
@@ -72,6 +79,7 @@ class Bench:
         self.run_id = uuid.uuid4().hex[:8]
         self.docker = DockerApi()
         self.agent: c.ChildProcess | None = None
+        self.steps: dict[str, dict[str, float]] = {}
 
     async def start(self) -> Client:
         if not await self.docker.ping():
@@ -136,17 +144,21 @@ class Bench:
 
     async def pods(self, client: Client, n: int, prefix: str) -> tuple[list[float], list[float]]:
         created: dict[str, float] = {}
+        seen: dict[str, float] = {}
         running: dict[str, float] = {}
         ready: dict[str, float] = {}
         done = asyncio.Event()
         rv = (await client.list("pods", namespace=NS, limit=1))["metadata"]["resourceVersion"]
+        engine: dict[tuple[str, str, str], float] = {}    # (pod, role, create|start) → when (time.time())
+        events_open = asyncio.Event()
 
         async def watch() -> None:
             async with client.watch("pods", namespace=NS, resource_version=rv) as w:
                 async for _type, p in w:
-                    name, now = p["metadata"]["name"], PERF()
+                    name, now = p["metadata"]["name"], time.time()
                     if not name.startswith(prefix + "-"):
                         continue
+                    seen.setdefault(name, now)
                     if (p.get("status") or {}).get("phase") == "Running":
                         running.setdefault(name, now)
                     if condition(p, "Ready"):
@@ -155,11 +167,33 @@ class Bench:
                         done.set()
                         return
 
+        async def engine_events() -> None:
+            api = DockerApi()
+            try:
+                stream = api.events({"type": ["container"], "event": ["create", "start"],
+                                     "label": [f"{NODE}={self.node}"]})
+                opener = asyncio.ensure_future(stream.__anext__())
+                await asyncio.sleep(0.2)     # the engine has the request by now
+                events_open.set()
+                event = await opener
+                while True:
+                    attrs = (event.get("Actor") or {}).get("Attributes") or {}
+                    name = attrs.get(POD_NAME, "")
+                    if name.startswith(prefix + "-"):
+                        engine.setdefault((name, attrs.get(ROLE, ""), event.get("Action", event.get("status", ""))),
+                                          int(event.get("timeNano") or 0) / 1e9 or time.time())
+                    event = await stream.__anext__()
+            finally:
+                events_open.set()
+                await api.close()
+
         watcher = asyncio.create_task(watch())
+        listener = asyncio.create_task(engine_events())
+        await events_open.wait()
 
         async def create(i: int) -> None:
             name = f"{prefix}-{i}"
-            created[name] = PERF()
+            created[name] = time.time()
             await client.create(pod(name, self.node), namespace=NS)
 
         try:
@@ -175,7 +209,16 @@ class Bench:
                     pass
         finally:
             watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            listener.cancel()
+            await asyncio.gather(watcher, listener, return_exceptions=True)
+        marks = {"created": created, "seen": seen,
+                 **{f"{role} {action}": {k[0]: t for k, t in engine.items() if k[1:] == (role, action)}
+                    for role, action in ((INFRA, "create"), (APP, "create"), (INFRA, "start"), (APP, "start"))},
+                 "Running": running, "Ready": ready}
+        order = list(marks)
+        self.steps = {f"{a} → {b}": c.summarize_ms([marks[b][k] - marks[a][k] for k in created
+                                                    if k in marks[a] and k in marks[b]])
+                      for a, b in zip(order, order[1:])}
         return ([running[k] - created[k] for k in created if k in running],
                 [ready[k] - created[k] for k in created if k in ready])
 
@@ -205,7 +248,7 @@ async def run_all(servers: c.Servers, children: list[c.ChildProcess], args: argp
     out = {"machine": {**facts, "docker": docker_version},
            "config": {"pods": args.pods, "rate": args.rate},
            "docker_run": c.summarize_ms(bare), "running": c.summarize_ms(running), "ready": c.summarize_ms(ready),
-           "agent_cpu_s_per_pod": agent_cpu / max(1, args.pods)}
+           "agent_cpu_s_per_pod": agent_cpu / max(1, args.pods), "steps": bench.steps}
     out["ratio_running_p99"] = out["running"]["p99_ms"] / out["docker_run"]["p99_ms"]
     out["ratio_ready_p99"] = out["ready"]["p99_ms"] / out["docker_run"]["p99_ms"]
     return out
@@ -225,7 +268,10 @@ def render(out: dict[str, Any]) -> str:
     lines += [f"{'Running p99 / docker run p99':<{w}} {out['ratio_running_p99']:>9.2f}",
               f"{'Ready p99 / docker run p99':<{w}} {out['ratio_ready_p99']:>9.2f}",
               f"{'node agent CPU seconds per pod':<{w}} {out['agent_cpu_s_per_pod']:>9.3f}", "",
-              "targets (a MISS never changes the exit status)"]
+              "where the time goes (per pod, each step from the one above)"]
+    for label, s in out.get("steps", {}).items():
+        lines.append(f"  {label:<{w - 2}} {s['p50_ms']:>9.0f} {s['p99_ms']:>9.0f} {s['max_ms']:>9.0f}")
+    lines += ["", "targets (a MISS never changes the exit status)"]
     for text, ok in ((f"Ready p99 <= {TARGET_READY_P99_S:g} s: {y['p99_ms'] / 1e3:.2f} s",
                       y["p99_ms"] / 1e3 <= TARGET_READY_P99_S),
                      (f"Running p99 <= {TARGET_RATIO:g}x docker run p99: {out['ratio_running_p99']:.2f}x",

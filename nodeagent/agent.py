@@ -29,11 +29,13 @@ from eventplane.client.nodeleases import DEFAULT_DURATION, NodeLeases
 from eventplane.objects import errors
 from reconcilers.informer import Informer, causation_of, key_of
 
+from .containers import ConfigError
 from .execserver import ExecServer
 from .logserver import LogServer
 from .node import build_node, conditions, node_ip, now_rfc3339
 from .portforwardserver import PortForwardServer
 from .runtime import INFRA, Runtime
+from .servicelinks import service_env
 from .staticpods import StaticPods
 from .worker import MIN_GRACE, PodWorker
 
@@ -41,6 +43,7 @@ log = logging.getLogger("eventplane.nodeagent")
 
 GC_PERIOD = 30.0          # seconds between sweeps for containers whose pod is gone
 RETRY_CAP = 10.0
+SERVICES_SYNC_WAIT = 5.0  # seconds a container start waits for the first list of Services
 
 
 class NodeAgent:
@@ -62,6 +65,7 @@ class NodeAgent:
         self.allocatable: dict[str, str] = {}
         self.workers: dict[str, PodWorker] = {}
         self.informer: Informer | None = None
+        self.services: Informer | None = None   # every Service: containers' Service variables (servicelinks.py)
         self.registered = asyncio.Event()
         self.adopted = asyncio.Event()      # set once the first sweep after the informer's sync ran
 
@@ -77,6 +81,8 @@ class NodeAgent:
             self.informer.add_handler(on_add=self._on_pod, on_update=lambda _old, new: self._on_pod(new),
                                       on_delete=self._on_pod_deleted)
             self.informer.start()
+            self.services = Informer(self.client, "services")
+            self.services.start()
             tasks.append(asyncio.create_task(self._events_loop(), name="nodeagent:events"))
             tasks.append(asyncio.create_task(self._node_keeper(), name="nodeagent:node"))
             await self.informer.wait_synced()
@@ -97,6 +103,8 @@ class NodeAgent:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.informer is not None:
                 await self.informer.stop()
+            if self.services is not None:
+                await self.services.stop()
             await asyncio.gather(*(w.stop() for w in list(self.workers.values())), return_exceptions=True)
             self.workers.clear()
             await self.runtime.close()
@@ -244,6 +252,21 @@ class NodeAgent:
         worker = self.workers.get(uid or "")
         if worker is not None:
             worker.forget(self._causation(pod))
+
+    async def service_env(self, pod: dict[str, Any]) -> dict[str, str]:
+        """The Service variables for a container of `pod` starting now (servicelinks.py); a
+        ConfigError (CreateContainerConfigError, tried again) until the Services were listed once."""
+        if self.services is None:
+            return {}
+        if not self.services.has_synced:
+            try:
+                await asyncio.wait_for(self.services.wait_synced(), SERVICES_SYNC_WAIT)
+            except TimeoutError:
+                raise ConfigError("services have not yet been read at least once, cannot construct envvars") \
+                    from None
+        enable = (pod.get("spec") or {}).get("enableServiceLinks")
+        return service_env(self.services.store.list(), (pod.get("metadata") or {}).get("namespace", ""),
+                           enable is not False)
 
     def worker_done(self, worker: PodWorker) -> None:
         if self.workers.get(worker.uid) is worker:

@@ -131,8 +131,13 @@ def key_ref(kind: str, ns: str, ref: dict[str, Any], data: dict[str, Any] | None
 
 
 async def resolve_env(pod: dict[str, Any], container: dict[str, Any], refs: Refs,
-                      node_allocatable: dict[str, str]) -> list[tuple[str, str]]:
+                      node_allocatable: dict[str, str], service_env: dict[str, str] | None = None
+                      ) -> list[tuple[str, str]]:
+    """The container's env as the kubelet makes it: envFrom, then env (`$(VAR)` expanded against what
+    came before and the Service variables), then the Service variables (servicelinks.py) that no
+    env or envFrom entry named."""
     ns = (pod.get("metadata") or {}).get("namespace", "")
+    services = service_env or {}
     env: dict[str, str] = {}
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix", "")
@@ -155,7 +160,7 @@ async def resolve_env(pod: dict[str, Any], container: dict[str, Any], refs: Refs
     for e in container.get("env") or []:
         name = e.get("name", "")
         if "valueFrom" not in e or e.get("valueFrom") is None:
-            env[name] = expand(e.get("value") or "", env)
+            env[name] = expand(e.get("value") or "", {**services, **env})
             continue
         vf = e["valueFrom"]
         if vf.get("configMapKeyRef"):
@@ -172,7 +177,7 @@ async def resolve_env(pod: dict[str, Any], container: dict[str, Any], refs: Refs
             env[name] = field_value(pod, vf["fieldRef"].get("fieldPath", ""))
         elif vf.get("resourceFieldRef"):
             env[name] = resource_value(container, vf["resourceFieldRef"], node_allocatable)
-    return list(env.items())
+    return list(env.items()) + [(k, v) for k, v in services.items() if k not in env]
 
 
 def _milli(value: Any) -> int | None:

@@ -61,6 +61,18 @@ def local_route_error(ip: str) -> str:
     return err
 
 
+async def first_checks(probers: list[Prober], timeout: float) -> None:
+    """Wait until each prober's first check answered, at most `timeout` seconds."""
+    waits = [asyncio.ensure_future(p.checked.wait()) for p in probers if not p.checked.is_set()]
+    if not waits:
+        return
+    try:
+        await asyncio.wait(waits, timeout=timeout)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
 class Prober:
     """One probe of one container instance; `result` holds the current verdict."""
 
@@ -73,6 +85,7 @@ class Prober:
         self.exec_fn = exec_fn
         self.on_change = on_change
         self.result = ProbeResult()
+        self.checked = asyncio.Event()      # set once the first check answered (whatever it said)
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -114,6 +127,7 @@ class Prober:
                 if not ok:
                     log.info("%s probe of %s failed: %s", self.kind, self.container.get("name"), message)
                 self.on_change()
+            self.checked.set()
             if self.kind == STARTUP and self.result.ok:
                 return   # a startup probe stops once it succeeded
             await asyncio.sleep(period)

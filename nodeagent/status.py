@@ -101,8 +101,16 @@ def init_succeeded(status: dict[str, Any]) -> bool:
     return bool(t) and t.get("exitCode") == 0
 
 
-def phase(pod: dict[str, Any], init: list[dict[str, Any]], app: list[dict[str, Any]]) -> str:
-    """kubelet's getPhase."""
+def is_static(pod: dict[str, Any]) -> bool:
+    """A static pod's mirror (kubelet's IsStaticPod: its config source is not the API)."""
+    source = ((pod.get("metadata") or {}).get("annotations") or {}).get("kubernetes.io/config.source")
+    return bool(source) and source != "api"
+
+
+def phase(pod: dict[str, Any], init: list[dict[str, Any]], app: list[dict[str, Any]], terminal: bool = False) -> str:
+    """kubelet's getPhase. `terminal`: the pod is being deleted and its containers were stopped for
+    good, so none will restart whatever restartPolicy says: all stopped is Succeeded when every one
+    exited 0, else Failed (as since Kubernetes 1.27; not for static pods)."""
     policy = (pod.get("spec") or {}).get("restartPolicy", "Always")
     pending_init = failed_init = False
     for s in init:
@@ -136,6 +144,8 @@ def phase(pod: dict[str, Any], init: list[dict[str, Any]], app: list[dict[str, A
         return "Pending"
     if running:
         return "Running"
+    if stopped and terminal and not is_static(pod):
+        return "Succeeded" if stopped == succeeded else "Failed"
     if stopped:
         if policy == "Always":
             return "Running"
@@ -162,8 +172,9 @@ def _condition(old: list[dict[str, Any]], type_: str, status: str, now: str, rea
 OWN_CONDITIONS = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
 
 
-def pod_status(pod: dict[str, Any], obs: Observed) -> dict[str, Any]:
-    """The whole status the kubelet would write: phase, conditions, container statuses, addresses."""
+def pod_status(pod: dict[str, Any], obs: Observed, *, terminal: bool = False) -> dict[str, Any]:
+    """The whole status the kubelet would write: phase, conditions, container statuses, addresses.
+    `terminal`: the pod's final status, once its containers were stopped for its deletion."""
     spec = pod.get("spec") or {}
     old = copy.deepcopy(pod.get("status") or {})
     init_specs, app_specs = spec.get("initContainers") or [], spec.get("containers") or []
@@ -179,7 +190,7 @@ def pod_status(pod: dict[str, Any], obs: Observed) -> dict[str, Any]:
     for s in init:
         s["ready"] = init_succeeded(s)
         s["started"] = "running" in s["state"]
-    the_phase = phase(pod, init, app)
+    the_phase = phase(pod, init, app, terminal)
 
     old_conditions = old.get("conditions") or []
     now = obs.now

@@ -33,7 +33,7 @@ from eventplane.objects import errors
 
 from . import status as podstatus
 from .containers import ConfigError, Refs, build_config, labels_for, resolve_env, spec_hash
-from .probes import LIVENESS, READINESS, STARTUP, Prober
+from .probes import LIVENESS, READINESS, STARTUP, Prober, first_checks
 from .runtime import APP, INFRA, INIT, ContainerRecord, ContainerStartError, ImagePullError
 from .volumes import PodVolumes, VolumeError
 
@@ -47,6 +47,13 @@ BACKOFF_MAX = 300.0         # and its cap
 RESYNC = 10.0               # a sync at least this often, whatever happens
 MIN_GRACE = 2               # the kubelet never gives a container less than 2 s to stop
 KEEP_INSTANCES = 2          # the running (or last) instance and the one before, for lastState
+FIRST_PROBE_WAIT = 0.1      # seconds a status waits for the first answer of a new readiness probe
+
+
+def needs_pod_ip(c: dict[str, Any]) -> bool:
+    """The container's env names the pod's IP (fieldRef status.podIP/podIPs): known once the sandbox runs."""
+    return any((((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") in ("status.podIP", "status.podIPs"))
+               for e in c.get("env") or [])
 
 
 def go_duration(seconds: float) -> str:
@@ -116,6 +123,8 @@ class PodWorker:
         self.last_written: dict[str, Any] | None = None
         self.written_rv = 0
         self._sandbox: ContainerRecord | None = None   # the running infra container, for the probes' pod IP
+        self._sandbox_start: asyncio.Future[ContainerRecord] | None = None   # a created sandbox, starting
+        self._fresh_readiness: list[Prober] = []       # readiness probers started in this sync
 
     # --- fed by the agent ------------------------------------------------------------------------
 
@@ -125,10 +134,22 @@ class PodWorker:
         return f"{m.get('namespace', '')}/{m['name']}"
 
     def update(self, pod: dict[str, Any], causation: int | None) -> None:
+        echo = self._own_write(pod)
         self.pod = pod
         if causation is not None:
             self.causation = causation
-        self.wake()
+        if not echo:
+            self.wake()
+
+    def _own_write(self, pod: dict[str, Any]) -> bool:
+        """The informer shows the status this worker wrote, and nothing else changed: no sync needed
+        (it would only find that nothing is to be done, at the price of a look at the runtime)."""
+        if self.last_written is None or pod.get("spec") != self.pod.get("spec"):
+            return False
+        ignored = ("resourceVersion", "managedFields")
+        old_meta = {k: v for k, v in (self.pod.get("metadata") or {}).items() if k not in ignored}
+        new_meta = {k: v for k, v in (pod.get("metadata") or {}).items() if k not in ignored}
+        return old_meta == new_meta and _without_nulls(pod.get("status") or {}) == self.last_written
 
     def forget(self, causation: int | None) -> None:
         """The pod was deleted from the API (or left this node's selection)."""
@@ -193,7 +214,7 @@ class PodWorker:
         rt = self.agent.runtime
         records = await rt.containers(self.uid)
         if self.gone or pod["metadata"].get("deletionTimestamp"):
-            await self.terminate(records)
+            await self.terminate(records, final_status=not self.gone)
             if not self.gone:
                 m = pod["metadata"]
                 try:   # this incarnation only: a pod recreated under the same name is never hit
@@ -222,18 +243,39 @@ class PodWorker:
                 attempt = sandbox.restart_count + 1
                 await asyncio.gather(*(self._kill(r, MIN_GRACE) for r in records if r.running))
             log.info("pod %s: starting its sandbox (attempt %d)", self.key, attempt)
-            sandbox = await rt.run_sandbox(pod, labels_for(pod, self.agent.node_name, "", INFRA, attempt))
-            self._sandbox = sandbox
+            labels = labels_for(pod, self.agent.node_name, "", INFRA, attempt)
+            if hasattr(rt, "create_sandbox"):
+                # Created now, started meanwhile: the first container is created while the engine makes
+                # the sandbox's network namespace (the longest step of a pod's start), then started.
+                sid = await rt.create_sandbox(pod, labels)
+                self._sandbox_start = asyncio.ensure_future(rt.start_sandbox(sid))
+                m = pod["metadata"]
+                sandbox = ContainerRecord(id=sid, pod_uid=self.uid, pod_namespace=m.get("namespace", ""),
+                                          pod_name=m["name"], name="", role=INFRA, restart_count=attempt,
+                                          image="", state="created", labels=labels)
+            else:
+                sandbox = await rt.run_sandbox(pod, labels)
+                self._sandbox = sandbox
             changed = True
 
-        if not finished:
-            ready_to_run = await self._prepare_volumes(waiting)
-            if ready_to_run:
-                changed |= await self._drive(pod, spec, policy, records, sandbox, waiting)
+        try:
+            if not finished:
+                ready_to_run = await self._prepare_volumes(waiting)
+                if ready_to_run:
+                    changed |= await self._drive(pod, spec, policy, records, sandbox, waiting)
+        finally:
+            if self._sandbox_start is not None:   # nothing needed it running: still, it has started
+                await self._started_sandbox()
         if changed:
             records = await rt.containers(self.uid)
         await self._prune(records)
         ready, started = self._probe_views(records)
+        fresh, self._fresh_readiness = self._fresh_readiness, []
+        if fresh:
+            # A readiness probe with no initial delay answers within milliseconds, usually: its first
+            # answer goes into this status, so that one write says Running and Ready, not two.
+            await first_checks(fresh, FIRST_PROBE_WAIT)
+            ready, started = self._probe_views(records)
         obs = podstatus.Observed(records, self.agent.node_ip, now_rfc3339(), ready=ready, started=started,
                                  waiting=waiting, runtime_prefix=rt.name)
         new_status = podstatus.pod_status(pod, obs)
@@ -344,20 +386,40 @@ class PodWorker:
             self._set_due(now + delay)
             return False
         self.pull_backoff.pop(name, None)
+        split = sandbox is not None and hasattr(rt, "create_container")
+        if self._sandbox_start is not None and (not split or needs_pod_ip(c)):
+            sandbox = await self._started_sandbox()
         try:
             env = self.env_cache.get(name)
             if env is None:
                 refs = Refs(self.agent.client, pod["metadata"].get("namespace", ""))
-                env = await resolve_env(self._pod_with_status(sandbox), c, refs, self.agent.allocatable)
+                env = await resolve_env(self._pod_with_status(self._sandbox or sandbox), c, refs,
+                                        self.agent.allocatable, await self.agent.service_env(pod))
                 self.env_cache[name] = env
             assert self.volumes is not None
             config = build_config(pod, c, role=role, restart_count=restart_count, node=self.agent.node_name, env=env,
                                   volume_paths=self.volumes.paths, memory_volumes=self.volumes.memory)
-            cid = await rt.run_container(config, sandbox)
+            if not split:
+                cid = await rt.run_container(config, sandbox)
+            else:
+                cid = await rt.create_container(config, sandbox)
         except (ConfigError, ContainerStartError) as exc:
             waiting[name] = (exc.reason, str(exc))
             self._set_due(now + 2)
             return True
+        if split:
+            if self._sandbox_start is not None:
+                try:
+                    await self._started_sandbox()
+                except BaseException:
+                    await asyncio.shield(self._remove_quietly(cid))   # created for a sandbox that never ran
+                    raise
+            try:
+                await rt.start_container(cid)
+            except ContainerStartError as exc:
+                waiting[name] = (exc.reason, str(exc))
+                self._set_due(now + 2)
+                return True
         hook = ((c.get("lifecycle") or {}).get("postStart") or {}).get("exec")
         if hook:
             try:
@@ -369,6 +431,19 @@ class PodWorker:
                          out.decode(errors="replace")[:200])
                 await rt.stop(cid, MIN_GRACE)
         return True
+
+    async def _started_sandbox(self) -> ContainerRecord | None:
+        """The sandbox whose start is under way, once it runs (its start's error raised here)."""
+        task, self._sandbox_start = self._sandbox_start, None
+        if task is not None:
+            self._sandbox = await task
+        return self._sandbox
+
+    async def _remove_quietly(self, cid: str) -> None:
+        try:
+            await self.agent.runtime.remove(cid)
+        except Exception as exc:
+            log.info("pod %s: removing container %s failed: %s", self.key, cid[:12], exc)
 
     def _pod_with_status(self, sandbox: ContainerRecord | None) -> dict[str, Any]:
         """The pod as the downward API sees it when a container starts: with its IPs."""
@@ -407,7 +482,10 @@ class PodWorker:
             left = max(left, min(MIN_GRACE, grace))
         await rt.stop(r.id, left)
 
-    async def terminate(self, records: list[ContainerRecord]) -> None:
+    async def terminate(self, records: list[ContainerRecord], *, final_status: bool = False) -> None:
+        """Stop the pod's containers (preStop, SIGTERM, grace, SIGKILL; the sandbox last); with
+        `final_status`, write the status they ended with (as the kubelet does before the pod's final
+        delete: terminated states, exit codes, a terminal phase); then remove them."""
         rt = self.agent.runtime
         grace = self._grace()
         if self.gone and not self.pod["metadata"].get("deletionTimestamp"):
@@ -416,6 +494,8 @@ class PodWorker:
         for r in records:
             if r.role == INFRA and r.running:
                 await rt.stop(r.id, 0)
+        if final_status and records:
+            await self._final_status()
         for r in records:
             await rt.remove(r.id)
         for probers in self.probers.values():
@@ -423,6 +503,23 @@ class PodWorker:
                 p.stop()
         self.probers.clear()
         (self.volumes or PodVolumes(self.agent.pods_dir, self.pod)).cleanup()
+
+    async def _final_status(self) -> None:
+        """The status of a deleted pod whose containers all stopped: written before the pod goes (unless
+        it is gone already); an API that does not answer makes the sync fail and try again later, with
+        the stopped containers kept until then."""
+        pod = self.pod
+        records = await self.agent.runtime.containers(self.uid)
+        for probers in self.probers.values():
+            for p in probers.values():
+                p.stop()
+        self.probers.clear()
+        obs = podstatus.Observed(records, self.agent.node_ip, now_rfc3339(), ready={}, started={},
+                                 runtime_prefix=self.agent.runtime.name)
+        try:
+            await self.report(pod, podstatus.pod_status(pod, obs, terminal=True), self.causation)
+        except errors.NotFoundError:
+            pass
 
     async def _prune(self, records: list[ContainerRecord]) -> None:
         """Keep a container's newest two instances (for lastState and logs --previous); drop the rest,
@@ -467,6 +564,8 @@ class PodWorker:
 
         p = Prober(kind, spec, container=c, pod_ip=pod_ip, exec_fn=exec_fn, on_change=self.wake)
         p.start()
+        if kind == READINESS and not int(spec.get("initialDelaySeconds") or 0):
+            self._fresh_readiness.append(p)
         return p
 
     def _stop_probers(self, cid: str) -> None:

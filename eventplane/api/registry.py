@@ -262,7 +262,8 @@ class Registry:
             if unverified:
                 raise _Unverified()
             return Result(old, warnings)
-        finalized = bool(new["metadata"].get("deletionTimestamp")) and not new["metadata"].get("finalizers")
+        finalized = bool(new["metadata"].get("deletionTimestamp")) and not new["metadata"].get("finalizers") \
+            and not old["metadata"].get("deletionGracePeriodSeconds")   # kube: a pod in its grace period stays
         if finalized and (info.group, info.resource) == ("", "namespaces"):
             finalized = not (new.get("spec") or {}).get("finalizers")  # and its spec.finalizers (namespaces/finalize)
         event_type = EventType.DELETED if finalized else (

@@ -153,3 +153,21 @@ class Runtime(Protocol):
         """Pod uids whose containers changed state (died, were OOM-killed) — what wakes a worker."""
 
     async def close(self) -> None: ...
+
+
+class SplitStarts(Protocol):
+    """What a runtime whose starts are slow may add (docker.py does; process.py, whose starts take
+    milliseconds, does not): create and start as separate steps, so that the worker creates a pod's first
+    container while its sandbox starts (the engine makes the network namespace then, the longest step)."""
+
+    async def create_sandbox(self, pod: dict, labels: dict[str, str]) -> str:
+        """The infra container, created, not started; its id."""
+
+    async def start_sandbox(self, sid: str) -> ContainerRecord:
+        """Start it; its record, with ip."""
+
+    async def create_container(self, config: ContainerConfig, sandbox: ContainerRecord | None) -> str:
+        """Create a container joining a sandbox that need only be created yet; its id."""
+
+    async def start_container(self, cid: str) -> None:
+        """Start it (its sandbox must run by now). Raises ContainerStartError."""

@@ -35,8 +35,8 @@ PAUSE_COMMAND = ["/bin/busybox", "sleep", "2147483647"]
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 CPU_PERIOD = 100_000   # microseconds, as the kubelet sets it
 MIN_SHARES = 2
-STOP_SLACK = 15.0
-IMAGE_CACHE_SECONDS = 30.0   # how long "the image is there" is believed without asking the engine again      # seconds beyond the grace period we wait for the engine's answer to a stop
+STOP_SLACK = 15.0            # seconds beyond the grace period we wait for the engine's answer to a stop
+IMAGE_CACHE_SECONDS = 30.0   # how long "the image is there" is believed without asking the engine again
 
 
 class DockerRuntime:
@@ -52,7 +52,7 @@ class DockerRuntime:
         self._pause_ready = asyncio.Lock()
         self._pause_checked = False
         self._version = ""
-        self._exited: dict[str, ContainerRecord] = {}
+        self._records: dict[str, tuple[str, ContainerRecord]] = {}   # id → (engine state, record)
         self._images: dict[str, tuple[str, float]] = {}   # image → (id, when it was last seen present)
 
     async def close(self) -> None:
@@ -75,18 +75,21 @@ class DockerRuntime:
         return [r for r in records if r is not None]
 
     async def _inspect(self, summary: dict[str, Any]) -> ContainerRecord | None:
-        """An exited container never changes again (a restart is a new container): inspected once."""
-        cid = summary["Id"]
-        if summary.get("State") == "exited" and cid in self._exited:
-            return self._exited[cid]
+        """What inspect says of a container changes only with its state (running → exited; a restart is a
+        new container): a record is kept for as long as the listing shows the same state, so a sync
+        costs one listing rather than an inspect per container."""
+        cid, state = summary["Id"], summary.get("State", "")
+        known = self._records.get(cid)
+        if known is not None and known[0] == state:
+            return known[1]
         found = await self.api.inspect(cid)
         if found is None:
+            self._records.pop(cid, None)
             return None
         record = record_of(found)
-        if record.exited:
-            if len(self._exited) > 10_000:
-                self._exited.clear()
-            self._exited[cid] = record
+        if len(self._records) > 20_000:
+            self._records.clear()
+        self._records[cid] = (found.get("State") or {}).get("Status", ""), record
         return record
 
     async def changes(self) -> AsyncIterator[str]:
@@ -140,6 +143,10 @@ class DockerRuntime:
     # --- running ---------------------------------------------------------------------------------
 
     async def run_sandbox(self, pod: dict[str, Any], labels: dict[str, str]) -> ContainerRecord:
+        return await self.start_sandbox(await self.create_sandbox(pod, labels))
+
+    async def create_sandbox(self, pod: dict[str, Any], labels: dict[str, str]) -> str:
+        """The infra container, created (not started): containers may be created to join it meanwhile."""
         await self._ensure_pause()
         meta, spec = pod["metadata"], pod.get("spec") or {}
         attempt = int(labels.get(RESTART_COUNT, "0"))
@@ -157,18 +164,35 @@ class DockerRuntime:
         if ports:
             config["ExposedPorts"] = ports
         try:
-            cid = await self._create(name, config)
-            await self.api.start(cid)
+            return await self._create(name, config)
         except DockerUnavailable:
             raise
         except DockerError as exc:
             raise ContainerStartError("CreatePodSandboxError", f"Failed to create pod sandbox: {exc}") from None
-        found = await self.api.inspect(cid)
+
+    async def start_sandbox(self, sid: str) -> ContainerRecord:
+        """Start the infra container (its network namespace is made now); its record, with the pod's IP."""
+        try:
+            await self.api.start(sid)
+        except DockerUnavailable:
+            raise
+        except DockerError as exc:
+            raise ContainerStartError("CreatePodSandboxError", f"Failed to create pod sandbox: {exc}") from None
+        found = await self.api.inspect(sid)
         if found is None:
             raise ContainerStartError("CreatePodSandboxError", "the pod sandbox vanished as it started")
-        return record_of(found)
+        record = record_of(found)
+        self._records[sid] = (found.get("State") or {}).get("Status", ""), record
+        return record
 
     async def run_container(self, config: ContainerConfig, sandbox: ContainerRecord | None) -> str:
+        cid = await self.create_container(config, sandbox)
+        await self.start_container(cid)
+        return cid
+
+    async def create_container(self, config: ContainerConfig, sandbox: ContainerRecord | None) -> str:
+        """Create a container joining the sandbox's namespaces; the sandbox need only be created yet
+        (the engine checks that it runs at the container's start)."""
         if config.privileged and not self.allow_privileged:
             raise ContainerStartError("CreateContainerConfigError",
                                       "privileged containers are not allowed on this node "
@@ -176,18 +200,19 @@ class DockerRuntime:
         name = (f"k8s_{config.name}_{config.labels.get(POD_NAME, '')}_{config.labels.get(POD_NAMESPACE, '')}_"
                 f"{config.labels.get(POD_UID, '')}_{config.labels.get(RESTART_COUNT, '0')}")
         try:
-            cid = await self._create(name, docker_config(config, sandbox))
+            return await self._create(name, docker_config(config, sandbox))
         except DockerUnavailable:
             raise
         except DockerError as exc:
             raise ContainerStartError("CreateContainerError", str(exc)) from None
+
+    async def start_container(self, cid: str) -> None:
         try:
             await self.api.start(cid)
         except DockerUnavailable:
             raise
         except DockerError as exc:
             raise ContainerStartError("RunContainerError", str(exc)) from None
-        return cid
 
     async def _create(self, name: str, config: dict[str, Any]) -> str:
         """Create; a leftover of the same name (an instance whose start failed midway) is removed first."""
@@ -211,6 +236,7 @@ class DockerRuntime:
 
     async def remove(self, cid: str) -> None:
         await self.api.remove(cid)
+        self._records.pop(cid, None)
 
     async def exec(self, cid: str, cmd: list[str], timeout: float) -> tuple[int, bytes]:
         code, out, err = await self.api.exec(cid, cmd, timeout=timeout)

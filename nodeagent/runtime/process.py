@@ -9,9 +9,22 @@ A supervisor process (supervise.py) per container writes the exit code, so a
 restarted agent finds every container again — running or exited — from these
 directories alone, as it finds Docker containers by their labels.
 
-What it cannot do, plainly: volumes are prepared but not mounted (a process
-sees the host's file system; mountPath means nothing without a mount
-namespace), the pod's IP is the node's, ports are the host's, memory limits
+Volumes, without a mount namespace: the pod's volumes are prepared as for
+Docker (volumes.py: directories with the ConfigMap, Secret and downward-API
+files, emptyDirs, host paths), and each container gets a directory of its own
+that stands for its root file system, `$EVENTPLANE_ROOT` in its env (also its
+working directory when the spec names none): every volumeMount is a symlink
+there, `$EVENTPLANE_ROOT/<mountPath>` → the volume's directory (or its
+subPath). A program reads `$EVENTPLANE_ROOT/etc/config/key` where in a real
+container it would read `/etc/config/key`: nothing is mounted, the mountPath
+itself is never created on the host, `readOnly` is not enforced (the files are
+the agent's, written with their modes; a process of the same user may change
+them), and a mountPath nested in another mount's is skipped (its symlink would
+land inside the outer volume). A workingDir under a mountPath is the volume's
+directory. emptyDir `medium: Memory` that the agent could not mount is a
+plain directory under the container's.
+
+What else it cannot do, plainly: the pod's IP is the node's, ports are the host's, memory limits
 are an address-space rlimit (an allocation fails instead of an OOM kill),
 CPU limits and requests are ignored, and readOnlyRootFilesystem, capabilities
 and privileged have no effect (privileged is still refused unless allowed).
@@ -20,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import signal
@@ -31,11 +45,14 @@ from pathlib import Path
 from typing import Any
 
 from . import (APP, CONTAINER_NAME, INFRA, MANAGED, NODE, POD_NAME, POD_NAMESPACE, POD_UID, RESTART_COUNT, ROLE,
-               SPEC_HASH, ContainerConfig, ContainerRecord, ContainerStartError)
+               SPEC_HASH, ContainerConfig, ContainerRecord, ContainerStartError, Mount)
+
+log = logging.getLogger("eventplane.nodeagent.process")
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Run as a script, not `-m`: importing the nodeagent package would cost every start half a second.
 SUPERVISOR = str(Path(__file__).with_name("supervise.py"))
+ROOT_ENV = "EVENTPLANE_ROOT"   # the container's stand-in root: its volumeMounts are symlinks there
 
 
 def _now() -> str:
@@ -179,8 +196,14 @@ class ProcessRuntime:
             raise ContainerStartError("CreateContainerConfigError",
                                       "the process runtime needs a command: it has no image to take one from")
         cid, d = self._new(config.labels, config.image)
-        env = {"PATH": DEFAULT_PATH, "HOSTNAME": config.labels.get(POD_NAME, ""), **dict(config.env)}
-        cwd = config.working_dir if config.working_dir and os.path.isdir(config.working_dir) else str(d)
+        root = mount_view(d, config)
+        env = {"PATH": DEFAULT_PATH, "HOSTNAME": config.labels.get(POD_NAME, ""), ROOT_ENV: str(root),
+               **dict(config.env)}
+        cwd = str(root)
+        if config.working_dir:
+            mapped = host_path_of(config, config.working_dir)
+            if os.path.isdir(mapped):
+                cwd = mapped
         (d / "spec.json").write_text(json.dumps({"env": env, "cwd": cwd, "memory_limit": config.memory_limit,
                                                  "run_as_user": config.run_as_user,
                                                  "run_as_group": config.run_as_group}))
@@ -298,6 +321,49 @@ class ProcessRuntime:
         if tail is not None:
             data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail > 0 else b""
         return data
+
+
+def _source(m: Mount) -> str:
+    return os.path.join(m.host_path, m.sub_path) if m.sub_path else m.host_path
+
+
+def mount_view(d: Path, config: ContainerConfig) -> Path:
+    """`d/root`: a symlink per volumeMount at its mountPath, to the volume's directory (a subPath made
+    when missing, as the kubelet does); tmpfs paths as plain directories under `d/tmpfs`."""
+    root = d / "root"
+    root.mkdir(exist_ok=True)
+    links = [(m.container_path, _source(m), m.sub_path) for m in config.mounts]
+    for i, (path, _size) in enumerate(config.tmpfs):
+        links.append((path, str(d / "tmpfs" / str(i)), "tmpfs"))
+    for path, source, sub in sorted(links, key=lambda x: x[0].count("/")):
+        rel = os.path.normpath(path).lstrip("/")
+        if not rel or rel.startswith(".."):
+            continue
+        link = root / rel
+        if not str(link.parent.resolve()).startswith(str(root.resolve())) or os.path.lexists(link):
+            log.info("process runtime: mountPath %s of container %s is inside another mount: skipped",
+                     path, config.name)
+            continue
+        if sub and not os.path.exists(source):
+            os.makedirs(source, exist_ok=True)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(source)
+    return root
+
+
+def host_path_of(config: ContainerConfig, path: str) -> str:
+    """Where `path` of the container is on the host: under the deepest mount that holds it, else
+    `path` itself (the host's file system is the process's)."""
+    best: Mount | None = None
+    norm = os.path.normpath(path)
+    for m in config.mounts:
+        mp = os.path.normpath(m.container_path)
+        if (norm == mp or norm.startswith(mp.rstrip("/") + "/")) and (best is None or len(mp) > len(best.container_path)):
+            best = m
+    if best is None:
+        return path
+    rest = os.path.relpath(norm, os.path.normpath(best.container_path))
+    return os.path.normpath(os.path.join(_source(best), rest))
 
 
 class ProcessExec:

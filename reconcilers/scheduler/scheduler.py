@@ -67,7 +67,9 @@ from .scorers import DEFAULT_PROFILE, Profile, controller_uid
 log = logging.getLogger("eventplane.scheduler")
 
 DEFAULT_SCHEDULER_NAME = "default-scheduler"
-BATCH = 128           # pods decided per pass (a pass holds the event loop: bindings and informers wait)
+BATCH = 128           # pods decided per pass at most (a pass holds the event loop: bindings and informers wait)
+PASS_SECONDS = 0.05   # what a pass should take: its size follows the time per pod of the passes before
+MIN_PASS = 8          # pods per pass at least (a class's pods share its state's upkeep)
 BINDERS = 128         # bindings in flight at once, sent together (coalesce.py) as a pass places them
 EVENT_WRITERS = 4     # requests of Events in flight, each carrying every Event waiting (up to EVENT_BATCH)
 EVENT_BATCH = 256
@@ -142,6 +144,7 @@ class Scheduler:
         self.preemption_enabled = preemption_enabled
         self.events_enabled = events
         self.batch = batch
+        self.pass_size = batch   # adapted after every pass (PASS_SECONDS)
         self.keep_stats = keep_stats
         self.informers = informers or SharedInformerFactory(client)
         self.pods = self.informers.informer("pods")
@@ -367,9 +370,10 @@ class Scheduler:
 
     def schedule_once(self) -> int:
         """One pass: pop up to `batch` active pods, decide them together, assume and bind the placed ones."""
-        popped = self.queue.pop_many(self.batch)
+        popped = self.queue.pop_many(self.pass_size)
         if not popped:
             return 0
+        started = time.perf_counter()
         now = time.monotonic()
         if self.keep_stats:
             self.stats.queue_waits.extend(now - qp.entered_active for qp in popped)
@@ -396,6 +400,11 @@ class Scheduler:
                 self._failed(qp, pl, causation)
         if len(self.memo.feasibility) + len(self.memo.scores) > PRUNE_AT:
             self.memo.prune(self.cache.snapshot)
+        # The next pass is sized to hold the event loop about PASS_SECONDS (costly pods, such as spread
+        # ones, or a busy machine make it shorter), so that informer events and bindings are not starved.
+        per_pod = (time.perf_counter() - started) / len(popped)
+        fits = int(PASS_SECONDS / per_pod) if per_pod > 0 else self.batch
+        self.pass_size = max(min(MIN_PASS, self.batch), min(self.batch, fits))
         return len(placements)
 
     def _spawn(self, coro: Any) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import sys
 import time
@@ -57,6 +58,27 @@ TARGETS = {1000: 500.0, 5000: 300.0}   # pods/s end to end on 2 cores (the issue
 PERF = time.perf_counter
 ZONE = "topology.kubernetes.io/zone"
 CHUNK = 100   # pods of one workload created back to back (fewer in small runs, so the mix holds)
+
+
+class GcClock:
+    """Time this process spends in garbage collection (every generation), while started."""
+
+    def __init__(self) -> None:
+        self.seconds, self.full, self._t0 = 0.0, 0, 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = PERF()
+        else:
+            self.seconds += PERF() - self._t0
+            self.full += info.get("generation") == 2
+
+    def start(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._callback)
 
 
 def log(msg: str) -> None:
@@ -154,6 +176,8 @@ async def scheduling_run(server: ServerUnderTest, kubeconfig: Path, http: HttpCl
             created_at: dict[str, float] = {}
             cpu = server.meter()
             cpu.start()
+            gc_clock = GcClock()
+            gc_clock.start()
             t0 = time.monotonic()
             created = await create_all(http, f"/api/v1/namespaces/{namespace}/pods", bodies, args.clients,
                                        created_at)
@@ -165,6 +189,7 @@ async def scheduling_run(server: ServerUnderTest, kubeconfig: Path, http: HttpCl
                 await asyncio.sleep(0.05)
             t_end = max(sched.stats.bound_at.values(), default=time.monotonic())
             cores = cpu.stop()
+            gc_clock.stop()
             stats = sched.stats
             if not args.no_events:
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -188,6 +213,7 @@ async def scheduling_run(server: ServerUnderTest, kubeconfig: Path, http: HttpCl
         "create_to_bound_ms": c.summarize_ms(latencies), "queue_ms": c.summarize_ms(waits),
         "filter_runs": sched.memo.filter_runs, "filter_hits": sched.memo.filter_hits,
         "score_runs": sched.memo.score_runs, "score_hits": sched.memo.score_hits, "cpu_cores": cores,
+        "gc_seconds": gc_clock.seconds, "gc_full": gc_clock.full,
     }
     log(f"  {label}: {bound}/{created['count']} bound, {out['e2e_per_s']:.0f} pods/s end to end, "
         f"{out['inside_per_s']:.0f} pods/s inside the scheduler")
@@ -217,7 +243,7 @@ def harness(nodes: int, pods: int, options: Options, per_pass: int, args: argpar
                                  states=states if options.equivalence_classes else None)
         for pl in placed:
             if pl.node is not None:
-                cache.assume(pl.pod, pl.node)
+                cache.assume(pl.pod, pl.node, pl.requests)
                 bound += 1
     elapsed, cpu = PERF() - t0, time.process_time() - cpu0
     # Per CPU-second as well: on a shared machine the wall clock counts the time spent waiting for a core.
@@ -332,6 +358,8 @@ def render(out: dict[str, Any]) -> str:
                   f"failed attempts {main['failed_attempts']}",
                   f"   memo: filters {main['filter_runs']:,} run / {main['filter_hits']:,} hits, "
                   f"scores {main['score_runs']:,} run / {main['score_hits']:,} hits",
+                  f"   garbage collection in the bench process: {main.get('gc_seconds', 0):.1f} s "
+                  f"({main.get('gc_full', 0)} full collections)",
                   f"   cpu cores: " + ", ".join(f"{k} {v:.2f}" for k, v in main["cpu_cores"].items()
                                                 if isinstance(v, float))]
         if cl.get("off"):

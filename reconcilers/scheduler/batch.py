@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from .filters import DEFAULT_FILTERS, Filter, applicable, hard_spread_constraints
 from .pipeline import Cache, Decision, Options, _reasons, equivalence_class, nodes_to_find, schedule
 from .record import TOP, Record, build, from_decision
-from .resources import ZONE_LABEL, Obj, Snapshot, pod_key
+from .resources import ZONE_LABEL, Obj, Requests, Snapshot, pod_key, pod_requests
 from .scorers import DEFAULT_PROFILE, MAX_SCORE, Profile, Scorer, SelectorSpread
 from .volumes import has_claims
 
@@ -47,6 +47,7 @@ class Placement:
     record: Record
     rejected_by: frozenset[str]          # filters that rejected at least one examined node
     decision: Decision | None = None     # the full Decision when pipeline.schedule made it
+    requests: Requests | None = None     # the pod's (requests, non-zero requests), for NodeCache.assume
 
 
 def batchable(pod: Obj) -> bool:
@@ -201,6 +202,8 @@ class _ClassRun:
         self.filters, self.cache, self.top = applicable(filters, pod), cache, top
         self.scope_of = {f.name: f.scope for f in filters}
         self._cluster_filters = tuple(f for f in self.filters if f.scope != "node")
+        # Equal within the class (its key holds both): computed once, not per placed pod.
+        self.requests: Requests = (pod_requests(pod), pod_requests(pod, non_zero=True))
         self.cluster = not batchable(pod)   # placing one of its pods may change other nodes' feasibility
         self.parked: dict[str, dict[str, tuple[int, str]]] = {}   # raw scores of nodes out for a while
         self.avoid = snapshot.avoid
@@ -728,9 +731,9 @@ class _ClassRun:
         best, totals = self._best()
         node = best[0] if best else None
         record = self._record(pod, node, index, size, totals, best)
-        pl = Placement(pod, node, record, self._rejections()[2])
+        pl = Placement(pod, node, record, self._rejections()[2], requests=self.requests)
         if node is not None:
-            self.snapshot = self.snapshot.with_pod(pod, node)
+            self.snapshot = self.snapshot.with_pod(pod, node, self.requests)
             if self.cluster:
                 self._recheck({node})
                 return pl

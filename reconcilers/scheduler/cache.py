@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .resources import Obj, Snapshot, pod_key
+from .resources import Obj, Requests, Snapshot, pod_key
 from .volumes import Volumes
 
 LOG_KEEP = 100_000   # node changes remembered; a class state older than that is rebuilt
@@ -193,13 +193,14 @@ class NodeCache:
         self._put(key, node, pod)
         return True
 
-    def assume(self, pod: Obj, node: str) -> None:
+    def assume(self, pod: Obj, node: str, requests: Requests | None = None) -> None:
+        """`requests`: the pod's (pod_requests, non-zero), when the caller has them (batch.Placement)."""
         key = pod_key(pod)
         if key in self.where:
             self._take(key)
         self.nominated.pop(key, None)
         self.assumed[key] = node
-        self._put(key, node, {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}})
+        self._put(key, node, {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node}}, requests)
 
     def forget(self, key: str) -> None:
         """A binding failed: the assumed pod leaves its node."""
@@ -238,12 +239,12 @@ class NodeCache:
 
     # --- internals ---
 
-    def _put(self, key: str, node: str, pod: Obj) -> None:
+    def _put(self, key: str, node: str, pod: Obj, requests: Requests | None = None) -> None:
         self.where[key] = node
         self.by_node.setdefault(node, {})[key] = pod
         if node in self.nodes:
             if not self._stale:
-                self.snapshot = self.snapshot.with_pod(pod, node)
+                self.snapshot = self.snapshot.with_pod(pod, node, requests)
             self._logged(node, pod)
 
     def _take(self, key: str) -> None:

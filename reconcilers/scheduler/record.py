@@ -35,14 +35,15 @@ def build(*, pod: str, profile: str, node: str | None, num_nodes: int, examined:
           nodes_to_find: int, filters: Sequence[str], top: Iterable[tuple[str, int, Sequence[Sequence[Any]]]],
           rejected: Mapping[tuple[str, tuple[str, ...]], Sequence[str]], reason_counts: Mapping[str, int],
           batch: tuple[int, int] | None = None, prefilter: str | None = None) -> Record:
-    """`top`: (node, total, [(scorer, weight, score, label), …]) best first (a list of lists is taken as it
-    is, not copied: records are never changed); `rejected`: (filter, reasons) → node names;
-    `reason_counts`: reason → nodes (for the FitError message)."""
+    """`top`: (node, total, scores) best first, scores being [scorer, weight, score, label] per scorer (a
+    list of such lists is taken as it is, not copied: records are never changed; any other sequence is
+    copied into lists); `rejected`: (filter, reasons) → node names; `reason_counts`: reason → nodes (for
+    the FitError message)."""
     rec: Record = {
         "v": VERSION, "pod": pod, "profile": profile, "node": node, "nodes": num_nodes, "examined": examined,
         "feasible": feasible, "start": start, "nodesToFind": nodes_to_find, "filters": list(filters),
-        "top": [{"node": n, "total": t, "scores": scores if type(scores) is list and all(type(s) is list for s in scores)
-                 else [list(s) for s in scores]} for n, t, scores in top],
+        "top": [{"node": n, "total": t, "scores": scores if type(scores) is list else [list(s) for s in scores]}
+                for n, t, scores in top],
         "rejected": [{"filter": f, "reasons": list(reasons), "count": len(names),
                       "nodes": list(names[:NAMES_PER_GROUP])}
                      for (f, reasons), names in sorted(rejected.items(), key=lambda kv: (-len(kv[1]), kv[0]))],
@@ -70,7 +71,7 @@ def from_decision(decision: Decision, filters: Sequence[str], *, top: int = TOP)
     return build(pod=decision.pod, profile=decision.profile, node=decision.node, num_nodes=decision.num_nodes,
                  examined=len(decision.results), feasible=len(feasible), start=decision.start,
                  nodes_to_find=decision.nodes_to_find, filters=filters,
-                 top=[(r.node, r.total or 0, [(s.name, s.weight, s.score, s.label) for s in r.scores]) for r in best],
+                 top=[(r.node, r.total or 0, [[s.name, s.weight, s.score, s.label] for s in r.scores]) for r in best],
                  rejected=rejected, reason_counts=decision.reason_counts(), prefilter=decision.prefilter)
 
 

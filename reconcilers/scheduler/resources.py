@@ -28,6 +28,7 @@ from .volumes import Volumes, claim_names
 
 Obj = Mapping[str, Any]
 ResourceList = Mapping[str, int]
+Requests = tuple[ResourceList, ResourceList]   # a pod's (pod_requests, pod_requests non-zero)
 
 CPU, MEMORY, EPHEMERAL_STORAGE, PODS = "cpu", "memory", "ephemeral-storage", "pods"
 # Scoring treats a container without requests as if it asked for this much
@@ -230,9 +231,12 @@ class NodeInfo:
                 out.update(f"{ns}/{n}" for n in names)
         return frozenset(out)
 
-    def with_pod(self, pod: Obj) -> NodeInfo:
-        info = replace(self, pods=self.pods + (pod,), requested=add(self.requested, pod_requests(pod)),
-                       non_zero_requested=add(self.non_zero_requested, pod_requests(pod, non_zero=True)),
+    def with_pod(self, pod: Obj, requests: Requests | None = None) -> NodeInfo:
+        """The NodeInfo with `pod` added; `requests`, when the caller has them, are the pod's
+        (pod_requests, pod_requests non-zero), not computed again."""
+        request, non_zero = requests or (pod_requests(pod), pod_requests(pod, non_zero=True))
+        info = replace(self, pods=self.pods + (pod,), requested=add(self.requested, request),
+                       non_zero_requested=add(self.non_zero_requested, non_zero),
                        used_ports=self.used_ports | host_ports(pod), generation=next(_generations))
         # Same node object: keep what was parsed from it (cached_property stores in __dict__).
         info.__dict__.update({k: v for k, v in self.__dict__.items() if k in _NODE_DERIVED})
@@ -367,11 +371,12 @@ class Snapshot:
             memo[key] = value
         return value
 
-    def with_pod(self, pod: Obj, node_name: str) -> Snapshot:
-        """The snapshot after binding `pod` to `node_name` (the pod's spec.nodeName is set in the copy)."""
+    def with_pod(self, pod: Obj, node_name: str, requests: Requests | None = None) -> Snapshot:
+        """The snapshot after binding `pod` to `node_name` (the pod's spec.nodeName is set in the copy);
+        `requests` as NodeInfo.with_pod takes them."""
         i = self._index[node_name]  # type: ignore[attr-defined]
         bound = {**pod, "spec": {**(pod.get("spec") or {}), "nodeName": node_name}}
-        return self._replace_node(i, self.nodes[i].with_pod(bound), same_node=True)
+        return self._replace_node(i, self.nodes[i].with_pod(bound, requests), same_node=True)
 
     def without_pod(self, key: str, node_name: str) -> Snapshot:
         i = self._index[node_name]  # type: ignore[attr-defined]

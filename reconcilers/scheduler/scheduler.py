@@ -407,7 +407,7 @@ class Scheduler:
         for qp, pl in zip(popped, placements):
             causation = self.pods.position_of(qp.key) or causation_of(qp.pod)
             if pl.node is not None:
-                self.cache.assume(pl.pod, pl.node)
+                self.cache.assume(pl.pod, pl.node, pl.requests)
                 self._spawn(self._bind(qp, pl, causation))
             else:
                 self.stats.failed += 1

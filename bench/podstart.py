@@ -4,7 +4,9 @@ the same image measured in the same run.
 Everything runs as deployed, each part a child process of this benchmark: the API server and the
 relay (as bench/api.py starts them) and `eventplane nodeagent --runtime docker` for one node. The
 benchmark creates pods bound to that node (spec.nodeName set, as a scheduler's binding leaves
-them) and watches them.
+them) and watches them; with `--scheduler`, `eventplane scheduler` runs too and the pods are
+created unbound (a nodeSelector on the node's hostname label), so that create → Running includes
+the scheduling and the binding (a step of its own in the table below).
 
 1. Baseline: `--pods` (50) `docker run -d` of the test image (busybox httpd), `--rate` (1) per
    second: from running the command to its return (the container started).
@@ -12,6 +14,10 @@ them) and watches them.
    readiness probe on its port, periodSeconds 1), created at the same rate: from the create
    request to the watch seeing the pod Running, and Ready. A pod is two containers (the infra
    container holding the network namespace, and the app), so the agent starts twice as many.
+   The two are interleaved (a docker run every 1/rate seconds, a pod create half a period after
+   each), so that both meet the same machine: on a machine shared with other work the load
+   changes within minutes, and a baseline measured before the pods compares two different
+   machines. `--sequential`: the baseline first, then the pods (the benchmark's first form).
 3. Targets: Ready p99 <= 1.5 s (Kubernetes' SLO is 5 s) and Running p99 <= 2x the docker run p99.
 4. Where the time goes, per pod (p50/p99 of each step): create request → the watch shows the pod
    (the API's write and fan-out), → the engine's `create` event of the infra container (the agent's
@@ -24,7 +30,7 @@ them) and watches them.
 The test image is built locally (`docker import` of a busybox-static root filesystem); no registry
 is needed. Every container the benchmark made is removed at the end (by its labels).
 
-    .venv/bin/python bench/podstart.py [--pods 50] [--rate 1] [--json] [--keep]
+    .venv/bin/python bench/podstart.py [--pods 50] [--rate 1] [--scheduler] [--sequential] [--json] [--keep]
 """
 from __future__ import annotations
 
@@ -57,9 +63,10 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def pod(name: str, node: str) -> dict[str, Any]:
+def pod(name: str, node: str, *, bound: bool = True) -> dict[str, Any]:
+    where = {"nodeName": node} if bound else {"nodeSelector": {"kubernetes.io/hostname": node}}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS},
-            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0, "containers": [{
+            "spec": {**where, "terminationGracePeriodSeconds": 0, "containers": [{
                 "name": "web", "image": IMAGE, "command": ["httpd", "-f", "-p", "8080", "-h", "/"],
                 "ports": [{"containerPort": 8080}],
                 "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}}
@@ -79,7 +86,9 @@ class Bench:
         self.run_id = uuid.uuid4().hex[:8]
         self.docker = DockerApi()
         self.agent: c.ChildProcess | None = None
+        self.scheduler: c.ChildProcess | None = None
         self.steps: dict[str, dict[str, float]] = {}
+        self.alongside: Any = None
 
     async def start(self) -> Client:
         if not await self.docker.ping():
@@ -103,12 +112,22 @@ class Bench:
             self.servers.data_dir / "nodeagent.log")
         self.children.append(self.agent)
         self.agent.start()
+        if self.args.scheduler:
+            self.scheduler = c.ChildProcess("scheduler", [
+                sys.executable, "-m", "eventplane.cli.server", "--log-level", self.args.server_log_level, "scheduler",
+                "--kubeconfig", str(self.kubeconfig), "--nats-url", self.servers.nats_url, "--no-leader-elect"],
+                self.servers.data_dir / "scheduler.log")
+            self.children.append(self.scheduler)
+            self.scheduler.start()
         return client
 
     def check(self) -> None:
         self.api.check()
         if self.agent is not None and not self.agent.running():
             raise RuntimeError(f"the node agent exited with {self.agent.stop()}; its log ends:\n{self.agent.log_tail()}")
+        if self.scheduler is not None and not self.scheduler.running():
+            raise RuntimeError(f"the scheduler exited with {self.scheduler.stop()}; its log ends:\n"
+                               f"{self.scheduler.log_tail()}")
 
     async def cleanup(self) -> None:
         for labels in ({NODE: self.node}, {BARE_LABEL: self.run_id}):
@@ -116,9 +135,9 @@ class Bench:
                 await self.docker.remove(cont["Id"])
         await self.docker.close()
 
-    async def paced(self, n: int, op) -> None:
-        """op(i) started every 1/rate seconds, all awaited."""
-        tasks, t0 = [], PERF()
+    async def paced(self, n: int, op, offset: float = 0.0) -> None:
+        """op(i) started every 1/rate seconds (the first after `offset` seconds), all awaited."""
+        tasks, t0 = [], PERF() + offset
         for i in range(n):
             delay = t0 + i / self.args.rate - PERF()
             if delay > 0:
@@ -142,9 +161,13 @@ class Bench:
         await self.paced(n, run)
         return latencies
 
-    async def pods(self, client: Client, n: int, prefix: str) -> tuple[list[float], list[float]]:
+    async def pods(self, client: Client, n: int, prefix: str, alongside=None) -> tuple[list[float], list[float]]:
+        """Create n pods at the rate; (create → Running, create → Ready) of each. `alongside`: a
+        coroutine started with the first create (the interleaved baseline), its creates then half a
+        period later; it is awaited too."""
         created: dict[str, float] = {}
         seen: dict[str, float] = {}
+        bound: dict[str, float] = {}
         running: dict[str, float] = {}
         ready: dict[str, float] = {}
         done = asyncio.Event()
@@ -159,6 +182,8 @@ class Bench:
                     if not name.startswith(prefix + "-"):
                         continue
                     seen.setdefault(name, now)
+                    if (p.get("spec") or {}).get("nodeName"):
+                        bound.setdefault(name, now)
                     if (p.get("status") or {}).get("phase") == "Running":
                         running.setdefault(name, now)
                     if condition(p, "Ready"):
@@ -190,14 +215,17 @@ class Bench:
         watcher = asyncio.create_task(watch())
         listener = asyncio.create_task(engine_events())
         await events_open.wait()
+        side = asyncio.create_task(alongside) if alongside is not None else None
 
         async def create(i: int) -> None:
             name = f"{prefix}-{i}"
             created[name] = time.time()
-            await client.create(pod(name, self.node), namespace=NS)
+            await client.create(pod(name, self.node, bound=not self.args.scheduler), namespace=NS)
 
         try:
-            await self.paced(n, create)
+            await self.paced(n, create, 0.5 / self.args.rate if side is not None else 0.0)
+            if side is not None:
+                self.alongside = await side
             deadline = PERF() + STEP_TIMEOUT
             while not done.is_set():
                 self.check()
@@ -211,7 +239,7 @@ class Bench:
             watcher.cancel()
             listener.cancel()
             await asyncio.gather(watcher, listener, return_exceptions=True)
-        marks = {"created": created, "seen": seen,
+        marks = {"created": created, "seen": seen, **({"bound": bound} if self.args.scheduler else {}),
                  **{f"{role} {action}": {k[0]: t for k, t in engine.items() if k[1:] == (role, action)}
                     for role, action in ((INFRA, "create"), (APP, "create"), (INFRA, "start"), (APP, "start"))},
                  "Running": running, "Ready": ready}
@@ -234,11 +262,17 @@ async def run_all(servers: c.Servers, children: list[c.ChildProcess], args: argp
         await bench.pods(client, 1, "warm")
         await bench.bare(1, "warm")
         docker_version = (await bench.docker.version()).get("Version", "")
-        log(f"baseline: {args.pods} × docker run -d at {args.rate:g}/s…")
-        bare = await bench.bare(args.pods, "bare")
-        log(f"{args.pods} pods at {args.rate:g}/s…")
-        cpu0 = bench.agent.cpu_seconds()
-        running, ready = await bench.pods(client, args.pods, "pod")
+        if args.sequential:
+            log(f"baseline: {args.pods} × docker run -d at {args.rate:g}/s…")
+            bare = await bench.bare(args.pods, "bare")
+            log(f"{args.pods} pods at {args.rate:g}/s…")
+            cpu0 = bench.agent.cpu_seconds()
+            running, ready = await bench.pods(client, args.pods, "pod")
+        else:
+            log(f"{args.pods} × docker run -d and {args.pods} pods, interleaved, each at {args.rate:g}/s…")
+            cpu0 = bench.agent.cpu_seconds()
+            running, ready = await bench.pods(client, args.pods, "pod", alongside=bench.bare(args.pods, "bare"))
+            bare = bench.alongside
         agent_cpu = bench.agent.cpu_seconds() - cpu0
     finally:
         await client.close()
@@ -246,7 +280,8 @@ async def run_all(servers: c.Servers, children: list[c.ChildProcess], args: argp
             bench.agent.stop()      # before the cleanup, or it would start what the cleanup removes
         await bench.cleanup()
     out = {"machine": {**facts, "docker": docker_version},
-           "config": {"pods": args.pods, "rate": args.rate},
+           "config": {"pods": args.pods, "rate": args.rate, "interleaved": not args.sequential,
+                      "scheduler": args.scheduler},
            "docker_run": c.summarize_ms(bare), "running": c.summarize_ms(running), "ready": c.summarize_ms(ready),
            "agent_cpu_s_per_pod": agent_cpu / max(1, args.pods), "steps": bench.steps}
     out["ratio_running_p99"] = out["running"]["p99_ms"] / out["docker_run"]["p99_ms"]
@@ -260,7 +295,10 @@ def render(out: dict[str, Any]) -> str:
     w = 52
     lines = [f"machine: {m.get('nproc')} cores, {m.get('cpu', '')}, Python {m.get('python', '')}, "
              f"{m.get('loop', '')}, Docker {m.get('docker', '')}", "",
-             f"{n} starts at {rate:g}/s", f"{'measure':<{w}} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}",
+             f"{n} starts at {rate:g}/s" + (", baseline and pods interleaved" if out["config"].get("interleaved")
+                                            else ", baseline first, then the pods")
+             + (", pods scheduled by eventplane scheduler" if out["config"].get("scheduler") else ", pods created bound"),
+             f"{'measure':<{w}} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}",
              f"{'-' * w} {'-' * 9} {'-' * 9} {'-' * 9}"]
     for label, s in ((f"baseline: docker run -d (1 container)", b), ("pod create → Running (2 containers)", r),
                      ("pod create → Ready (tcpSocket probe, 1 s period)", y)):
@@ -284,6 +322,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = c.parser(__doc__)
     p.add_argument("--pods", type=int, default=50, help="pods (and bare docker runs)")
     p.add_argument("--rate", type=float, default=1.0, help="starts per second, both sides (one node)")
+    p.add_argument("--scheduler", action="store_true",
+                   help="run `eventplane scheduler` too and create the pods unbound (create → Running then "
+                        "includes scheduling and binding)")
+    p.add_argument("--sequential", action="store_true",
+                   help="the docker run baseline first, then the pods (default: interleaved)")
     c.add_common_args(p)
     return p.parse_args(argv)
 

@@ -4,9 +4,10 @@ NATS KV, watches the pods bound to it and runs one PodWorker per pod.
     await run_nodeagent(client, nats_url, node_name="node-1", zone="a")   # until cancelled
 
 Fed by the API through an informer on pods with `fieldSelector=spec.nodeName=<node>`
-(filtered by the server: the agent never receives another node's pods) and
-by the runtime's container events; feeds the workers (worker.py), which write
-pods' statuses. Heartbeats go to the NATS KV lease bucket
+(filtered by the server: the agent never receives another node's pods), by
+an informer on every Service (the containers' Service variables,
+servicelinks.py) and by the runtime's container events; feeds the workers
+(worker.py), which write pods' statuses. Heartbeats go to the NATS KV lease bucket
 (eventplane/client/nodeleases.py), never to the log (DESIGN invariant 8).
 
 Invariant 9: nothing here stops a container because the API, NATS or

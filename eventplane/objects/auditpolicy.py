@@ -20,7 +20,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Level(str, enum.Enum):
@@ -47,9 +47,9 @@ class PolicyError(ValueError):
     """The policy document is malformed; the message names the rule and the field."""
 
 
-@dataclass(frozen=True)
-class Attributes:
-    """What the policy looks at in one request (Kubernetes' authorizer.Attributes)."""
+class Attributes(NamedTuple):
+    """What the policy looks at in one request (Kubernetes' authorizer.Attributes). A NamedTuple:
+    one is made per request, several times cheaper than a frozen dataclass."""
 
     user: str
     groups: tuple[str, ...] = ()

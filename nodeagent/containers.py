@@ -12,6 +12,7 @@ CreateContainerConfigError, with the kubelet's messages.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -49,6 +50,18 @@ class Refs:
                 self._cache[key] = None
         return self._cache[key]
 
+    async def prefetch(self, wanted: list[tuple[str, str]]) -> None:
+        """Read these (resource, name) pairs at once, not one round trip after another; a failure is
+        left for the get that needs the object to raise."""
+        missing = [w for w in dict.fromkeys(wanted) if w not in self._cache]
+
+        async def one(resource: str, name: str) -> None:
+            try:
+                await self.get(resource, name)
+            except errors.EventplaneError:
+                pass
+        await asyncio.gather(*(one(r, n) for r, n in missing))
+
     async def configmap_data(self, name: str) -> dict[str, str] | None:
         cm = await self.get("configmaps", name)
         if cm is None:
@@ -66,6 +79,39 @@ class Refs:
         for k, v in (s.get("stringData") or {}).items():
             out.setdefault(k, v.encode())
         return out
+
+
+def references(pod: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ConfigMaps, Secrets and PVCs of its namespace a pod names (volumes, env, envFrom), as
+    (resource, name): what its first start reads."""
+    spec = pod.get("spec") or {}
+    out: list[tuple[str, str]] = []
+    for v in spec.get("volumes") or []:
+        if v.get("configMap"):
+            out.append(("configmaps", v["configMap"].get("name", "")))
+        elif v.get("secret"):
+            out.append(("secrets", v["secret"].get("secretName", "")))
+        elif v.get("persistentVolumeClaim"):
+            out.append(("persistentvolumeclaims", v["persistentVolumeClaim"].get("claimName", "")))
+        elif v.get("projected"):
+            for src in v["projected"].get("sources") or []:
+                if src.get("configMap"):
+                    out.append(("configmaps", src["configMap"].get("name", "")))
+                elif src.get("secret"):
+                    out.append(("secrets", src["secret"].get("name", "")))
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        for source in c.get("envFrom") or []:
+            if source.get("configMapRef"):
+                out.append(("configmaps", source["configMapRef"].get("name", "")))
+            elif source.get("secretRef"):
+                out.append(("secrets", source["secretRef"].get("name", "")))
+        for e in c.get("env") or []:
+            vf = e.get("valueFrom") or {}
+            if vf.get("configMapKeyRef"):
+                out.append(("configmaps", vf["configMapKeyRef"].get("name", "")))
+            elif vf.get("secretKeyRef"):
+                out.append(("secrets", vf["secretKeyRef"].get("name", "")))
+    return list(dict.fromkeys(x for x in out if x[1]))
 
 
 def field_value(pod: dict[str, Any], path: str) -> str:

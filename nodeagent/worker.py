@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from eventplane.objects import errors
 
 from . import status as podstatus
-from .containers import ConfigError, Refs, build_config, labels_for, resolve_env, spec_hash
+from .containers import ConfigError, Refs, build_config, labels_for, references, resolve_env, spec_hash
 from .probes import LIVENESS, READINESS, STARTUP, Prober, first_checks
 from .runtime import APP, INFRA, INIT, ContainerRecord, ContainerStartError, ImagePullError
 from .volumes import PodVolumes, VolumeError
@@ -125,6 +125,7 @@ class PodWorker:
         self._sandbox: ContainerRecord | None = None   # the running infra container, for the probes' pod IP
         self._sandbox_start: asyncio.Future[ContainerRecord] | None = None   # a created sandbox, starting
         self._fresh_readiness: list[Prober] = []       # readiness probers started in this sync
+        self._refs: Refs | None = None                 # what this sync read of ConfigMaps, Secrets, PVCs
 
     # --- fed by the agent ------------------------------------------------------------------------
 
@@ -211,6 +212,7 @@ class PodWorker:
         """Drive the pod one step towards its spec; True when the worker is finished with it."""
         pod, causation = self.pod, self.causation
         self._due = None
+        self._refs = None
         rt = self.agent.runtime
         records = await rt.containers(self.uid)
         if self.gone or pod["metadata"].get("deletionTimestamp"):
@@ -293,9 +295,10 @@ class PodWorker:
             return True
         pod = self.pod
         volumes = PodVolumes(self.agent.pods_dir, pod)
+        refs = self._refs = Refs(self.agent.client, pod["metadata"].get("namespace", ""))
+        await refs.prefetch(references(pod))   # every ConfigMap, Secret and PVC of the first start, at once
         try:
-            await volumes.prepare(Refs(self.agent.client, pod["metadata"].get("namespace", "")),
-                                  self.agent.allocatable)
+            await volumes.prepare(refs, self.agent.allocatable)
         except VolumeError as exc:
             log.warning("pod %s: %s", self.key, exc)
             for c in (pod.get("spec") or {}).get("containers") or []:
@@ -392,7 +395,7 @@ class PodWorker:
         try:
             env = self.env_cache.get(name)
             if env is None:
-                refs = Refs(self.agent.client, pod["metadata"].get("namespace", ""))
+                refs = self._refs or Refs(self.agent.client, pod["metadata"].get("namespace", ""))
                 env = await resolve_env(self._pod_with_status(self._sandbox or sandbox), c, refs,
                                         self.agent.allocatable, await self.agent.service_env(pod))
                 self.env_cache[name] = env

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from nodeagent import status as podstatus
-from nodeagent.containers import resolve_env
+from nodeagent.containers import references, resolve_env
 from nodeagent.runtime import ContainerRecord
 from nodeagent.servicelinks import env_name, from_services, service_env
 
@@ -90,3 +90,18 @@ def test_a_deleted_pods_phase_is_terminal_whatever_its_restart_policy():
     assert podstatus.pod_status(pod, ok, terminal=True)["phase"] == "Succeeded"
     static = {**pod, "metadata": {**pod["metadata"], "annotations": {"kubernetes.io/config.source": "file"}}}
     assert podstatus.pod_status(static, obs, terminal=True)["phase"] == "Running"   # not for static pods
+
+
+def test_the_objects_a_first_start_reads_are_named_once_each():
+    pod = {"spec": {
+        "volumes": [{"name": "a", "configMap": {"name": "cm1"}}, {"name": "b", "secret": {"secretName": "s1"}},
+                    {"name": "c", "persistentVolumeClaim": {"claimName": "data"}}, {"name": "d", "emptyDir": {}},
+                    {"name": "e", "projected": {"sources": [{"configMap": {"name": "cm2"}}, {"secret": {"name": "s1"}},
+                                                            {"downwardAPI": {"items": []}}]}}],
+        "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "s2"}}]}],
+        "containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "cm1"}}],
+                        "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cm3", "key": "k"}}},
+                                {"name": "Y", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "k"}}},
+                                {"name": "Z", "value": "plain"}]}]}}
+    assert references(pod) == [("configmaps", "cm1"), ("secrets", "s1"), ("persistentvolumeclaims", "data"),
+                               ("configmaps", "cm2"), ("secrets", "s2"), ("configmaps", "cm3"), ("secrets", "s3")]

@@ -241,7 +241,10 @@ def validate_label_name(key: str, field: str) -> list[Cause]:
 def validate_labels(labels: Mapping[str, Any] | None, field: str = "metadata.labels") -> list[Cause]:
     """ValidateLabels: every key a qualified name, every value a label value; errors on the map's path."""
     causes: list[Cause] = []
+    known_keys, known_values = _valid_qualified_names, _valid_label_values
     for key, value in (labels or {}).items():
+        if type(key) is str and type(value) is str and key in known_keys and value in known_values:
+            continue  # both already found valid: no cause
         causes += validate_label_name(str(key), field)
         if not isinstance(value, str):
             causes.append(invalid(field, value, "must be a string"))
@@ -260,13 +263,24 @@ def validate_annotations(annotations: Mapping[str, Any] | None,
     """ValidateAnnotations: keys are qualified names in any case; keys and values total at most 256 KiB."""
     causes: list[Cause] = []
     annotations = annotations or {}
+    known = _valid_qualified_names
     for key in annotations:
         # Kubernetes lower-cases the key before checking: annotation keys may use upper case anywhere.
-        causes += [invalid(field, key, msg) for msg in qualified_name(str(key).lower())]
+        lowered = str(key).lower()
+        if lowered not in known:
+            causes += [invalid(field, key, msg) for msg in qualified_name(lowered)]
+    characters = 0
     for key, value in annotations.items():
         if not isinstance(value, str):
             causes.append(invalid(field, value, "must be a string"))
-    if annotations_size(annotations) > TOTAL_ANNOTATION_SIZE_LIMIT:
+            characters = -1
+        elif characters >= 0 and type(key) is str:
+            characters += len(key) + len(value)
+        else:
+            characters = -1
+    # A character is at most 4 bytes of UTF-8: below a quarter of the limit the bytes need no counting.
+    if (characters < 0 or characters * 4 > TOTAL_ANNOTATION_SIZE_LIMIT) and \
+            annotations_size(annotations) > TOTAL_ANNOTATION_SIZE_LIMIT:
         causes.append(too_long(field, TOTAL_ANNOTATION_SIZE_LIMIT))
     return causes
 

@@ -129,3 +129,13 @@ def test_audit_json_is_what_json_dumps_stores():
     record = AuditRecord("id", "ResponseComplete", "Metadata", None, None, "alice", "get", "/api", "allowed",
                          "rest", annotations={"k": "v"})
     assert record.row()[21] == '{"k":"v"}' and record.row()[6] == []
+
+
+def test_annotations_over_the_limit_are_refused_whatever_their_characters():
+    limit = labels.TOTAL_ANNOTATION_SIZE_LIMIT
+    assert labels.validate_annotations({"k": "x" * (limit - 1)}) == []
+    assert [c.type for c in labels.validate_annotations({"k": "x" * limit})] == ["FieldValueTooLong"]
+    # two bytes a character: over the limit in bytes though under it in characters
+    assert [c.type for c in labels.validate_annotations({"k": "é" * (limit // 2)})] == ["FieldValueTooLong"]
+    assert [c.type for c in labels.validate_annotations({"k": 5, "l": "x" * limit})] == \
+        ["FieldValueInvalid", "FieldValueTooLong"]

@@ -441,7 +441,8 @@ def created_fields_v1(obj: Mapping[str, Any], node: Schema, scope: Scope) -> dic
             continue
         # metadata itself is never tracked, nor the server's fields in it; the rest is
         if isinstance(value, dict) and value and shape(sub, value)[0] == FIELDS:
-            kept = {"f:" + k: _added_tree(value[k], child(sub, k)) for k in sorted(value) if k not in _SERVER_METADATA}
+            kept = {"f:" + k: _added_tree(value[k], child(sub, k)) if isinstance(value[k], (dict, list)) else {}
+                    for k in sorted(value) if k not in _SERVER_METADATA}
             if kept:
                 out["f:metadata"] = kept
     return out
@@ -458,7 +459,8 @@ def _added_tree(value: Any, node: Schema | None) -> dict[str, Any]:
     out: dict[str, Any] = {".": {}}
     if kind == FIELDS:
         for name in sorted(value):
-            out["f:" + name] = _added_tree(value[name], child(node, name))
+            v = value[name]  # a leaf's tree is {} (the check _added_tree starts with, without the call)
+            out["f:" + name] = _added_tree(v, child(node, name)) if isinstance(v, (dict, list)) else {}
         return out
     item_node = items(node)
     grouped: dict[PathElement, list] = {}

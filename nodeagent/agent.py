@@ -30,13 +30,12 @@ from eventplane.client.nodeleases import DEFAULT_DURATION, NodeLeases
 from eventplane.objects import errors
 from reconcilers.informer import Informer, causation_of, key_of
 
-from .containers import ConfigError
 from .execserver import ExecServer
 from .logserver import LogServer
 from .node import build_node, conditions, node_ip, now_rfc3339
 from .portforwardserver import PortForwardServer
 from .runtime import INFRA, Runtime
-from .servicelinks import service_env
+from .servicelinks import ServicesNotRead, service_env
 from .staticpods import StaticPods
 from .worker import MIN_GRACE, PodWorker
 
@@ -263,7 +262,7 @@ class NodeAgent:
             try:
                 await asyncio.wait_for(self.services.wait_synced(), SERVICES_SYNC_WAIT)
             except TimeoutError:
-                raise ConfigError("services have not yet been read at least once, cannot construct envvars") \
+                raise ServicesNotRead("services have not yet been read at least once, cannot construct envvars") \
                     from None
         enable = (pod.get("spec") or {}).get("enableServiceLinks")
         return service_env(self.services.store.list(), (pod.get("metadata") or {}).get("namespace", ""),

@@ -28,7 +28,13 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from .containers import ConfigError
+
 MASTER_SERVICES = ("kubernetes",)
+
+
+class ServicesNotRead(ConfigError):
+    """The agent's Service informer has not listed once yet (the kubelet's words in the message)."""
 
 
 def env_name(name: str) -> str:

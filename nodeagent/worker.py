@@ -35,6 +35,7 @@ from . import status as podstatus
 from .containers import ConfigError, Refs, build_config, labels_for, references, resolve_env, spec_hash
 from .probes import LIVENESS, READINESS, STARTUP, Prober, first_checks
 from .runtime import APP, INFRA, INIT, ContainerRecord, ContainerStartError, ImagePullError
+from .servicelinks import ServicesNotRead
 from .volumes import PodVolumes, VolumeError
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ RESYNC = 10.0               # a sync at least this often, whatever happens
 MIN_GRACE = 2               # the kubelet never gives a container less than 2 s to stop
 KEEP_INSTANCES = 2          # the running (or last) instance and the one before, for lastState
 FIRST_PROBE_WAIT = 0.1      # seconds a status waits for the first answer of a new readiness probe
+PULL_ERROR_SHOWN = 1.0      # seconds ErrImagePull is reported before ImagePullBackOff
 
 
 def needs_pod_ip(c: dict[str, Any]) -> bool:
@@ -386,19 +388,14 @@ class PodWorker:
             delay = BACKOFF_INITIAL if pull is None else min(pull[0] * 2, BACKOFF_MAX)
             self.pull_backoff[name] = (delay, now + delay)
             waiting[name] = (exc.reason, str(exc))
-            self._set_due(now + delay)
+            self._set_due(now + PULL_ERROR_SHOWN)   # then ImagePullBackOff until the next try
             return False
         self.pull_backoff.pop(name, None)
         split = sandbox is not None and hasattr(rt, "create_container")
         if self._sandbox_start is not None and (not split or needs_pod_ip(c)):
             sandbox = await self._started_sandbox()
         try:
-            env = self.env_cache.get(name)
-            if env is None:
-                refs = self._refs or Refs(self.agent.client, pod["metadata"].get("namespace", ""))
-                env = await resolve_env(self._pod_with_status(self._sandbox or sandbox), c, refs,
-                                        self.agent.allocatable, await self.agent.service_env(pod))
-                self.env_cache[name] = env
+            env = await self._env(c, sandbox)
             assert self.volumes is not None
             config = build_config(pod, c, role=role, restart_count=restart_count, node=self.agent.node_name, env=env,
                                   volume_paths=self.volumes.paths, memory_volumes=self.volumes.memory)
@@ -434,6 +431,25 @@ class PodWorker:
                          out.decode(errors="replace")[:200])
                 await rt.stop(cid, MIN_GRACE)
         return True
+
+    async def _env(self, c: dict[str, Any], sandbox: ContainerRecord | None) -> list[tuple[str, str]]:
+        """The container's env, resolved at every start as the kubelet does (a ConfigMap, Secret or Service
+        changed since the last start is seen); when the API does not answer, the values of the last start
+        (DESIGN invariant 9: a crashing container restarts without the API)."""
+        name, pod = c["name"], self.pod
+        try:
+            services = await self.agent.service_env(pod)
+            refs = self._refs or Refs(self.agent.client, pod["metadata"].get("namespace", ""))
+            env = await resolve_env(self._pod_with_status(self._sandbox or sandbox), c, refs,
+                                    self.agent.allocatable, services)
+        except (errors.EventplaneError, ServicesNotRead) as exc:
+            cached = self.env_cache.get(name)
+            if cached is None:
+                raise
+            log.info("pod %s: container %s starts with the env of its last start (%s)", self.key, name, exc)
+            return cached
+        self.env_cache[name] = env
+        return env
 
     async def _started_sandbox(self) -> ContainerRecord | None:
         """The sandbox whose start is under way, once it runs (its start's error raised here)."""

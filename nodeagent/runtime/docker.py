@@ -53,6 +53,7 @@ class DockerRuntime:
         self._pause_checked = False
         self._version = ""
         self._records: dict[str, tuple[str, ContainerRecord]] = {}   # id → (engine state, record)
+        self._ending: set[str] = set()     # containers that died or were stopped: not trusted while "running"
         self._images: dict[str, tuple[str, float]] = {}   # image → (id, when it was last seen present)
 
     async def close(self) -> None:
@@ -77,10 +78,11 @@ class DockerRuntime:
     async def _inspect(self, summary: dict[str, Any]) -> ContainerRecord | None:
         """What inspect says of a container changes only with its state (running → exited; a restart is a
         new container): a record is kept for as long as the listing shows the same state, so a sync
-        costs one listing rather than an inspect per container."""
+        costs one listing rather than an inspect per container. The listing lags behind the engine's
+        `die` event and a stop's answer, so both forget the record (changes(), stop())."""
         cid, state = summary["Id"], summary.get("State", "")
         known = self._records.get(cid)
-        if known is not None and known[0] == state:
+        if known is not None and known[0] == state and (state == "exited" or cid not in self._ending):
             return known[1]
         found = await self.api.inspect(cid)
         if found is None:
@@ -92,12 +94,22 @@ class DockerRuntime:
         self._records[cid] = (found.get("State") or {}).get("Status", ""), record
         return record
 
+    def _ended(self, cid: str) -> None:
+        """A container died or was stopped: until the listing shows it exited, inspect it."""
+        self._records.pop(cid, None)
+        if len(self._ending) > 20_000:
+            self._ending.clear()
+        self._ending.add(cid)
+
     async def changes(self) -> AsyncIterator[str]:
         """Pod uids whose containers died or were OOM-killed, for as long as the engine answers;
         the agent reopens the stream when it breaks (and resyncs every pod meanwhile)."""
         # Only ends: every start is the agent's own doing, and a sync already follows it.
         filters = {"type": ["container"], "event": ["die", "oom"], "label": [f"{NODE}={self.node}"]}
         async for event in self.api.events(filters):
+            # The engine says `die` before its listing shows the container exited: what inspect said of
+            # it is forgotten, so that the sync this event causes inspects it again.
+            self._ended(event.get("id") or (event.get("Actor") or {}).get("ID") or "")
             uid = ((event.get("Actor") or {}).get("Attributes") or {}).get(POD_UID)
             if uid:
                 yield uid
@@ -227,6 +239,7 @@ class DockerRuntime:
         return await self.api.create(name, config)
 
     async def stop(self, cid: str, grace: float) -> None:
+        self._ended(cid)   # inspected again until the listing too shows it exited
         t = max(0, math.ceil(grace))
         try:
             await self.api.request("POST", f"/containers/{cid}/stop", params={"t": t}, timeout=t + STOP_SLACK)
@@ -237,6 +250,7 @@ class DockerRuntime:
     async def remove(self, cid: str) -> None:
         await self.api.remove(cid)
         self._records.pop(cid, None)
+        self._ending.discard(cid)
 
     async def exec(self, cid: str, cmd: list[str], timeout: float) -> tuple[int, bytes]:
         code, out, err = await self.api.exec(cid, cmd, timeout=timeout)

@@ -1,7 +1,8 @@
 """The node agent against a real API server, NATS and Docker engine: what a pod sees at its start
 (Service environment variables, the pod's IP in its env while its sandbox starts beside its
-container's creation, one status write saying Running and Ready) and at its end (the final
-status, with the containers' exit codes, written before the pod is deleted)."""
+container's creation, one status write saying Running and Ready), at a restart (env read again,
+or, without the API, the last start's), and at its end (the final status, with the containers'
+exit codes, written before the pod is deleted)."""
 from __future__ import annotations
 
 import asyncio
@@ -9,10 +10,14 @@ from typing import Any
 
 import pytest
 
+from eventplane.auth.kubeconfig import write_kubeconfig
 from eventplane.client import Client
-from nodeagent.runtime import POD_UID, ROLE
+from nodeagent import NodeAgent
+from nodeagent.runtime import POD_UID, RESTART_COUNT, ROLE
+from nodeagent.runtime.docker import DockerRuntime
 from tests.integration.test_nodeagent import agent_running, condition, container, cstatus, pod, wait_for
-from tests.support.docker import engine_or_skip, ensure_test_image, fresh_node
+from tests.integration.test_nodeagent_resilience import Relay
+from tests.support.docker import data_dir, engine_or_skip, ensure_test_image, fresh_node
 
 pytestmark = pytest.mark.slow
 
@@ -171,3 +176,61 @@ async def test_final_status_is_written_before_the_pod_is_deleted(api, servers, d
                     last = obj
         assert last is not None and last["status"]["phase"] == "Succeeded"
         assert condition(last, "Ready") == "False"
+
+
+async def printed(docker, uid: str, restart: str) -> str:
+    """What the app container's instance `restart` printed, once it printed a line."""
+    for _ in range(300):
+        found = await docker.containers({POD_UID: uid, RESTART_COUNT: restart, ROLE: "app"})
+        if found:
+            out, _ = await docker.logs(found[0]["Id"])
+            if out.strip():
+                return out.decode().strip()
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"instance {restart} of the pod's app never printed")
+
+
+async def test_env_is_resolved_at_each_start_and_kept_for_a_start_without_the_api(api, servers, docker, node,
+                                                                                  tmp_path):
+    relay = Relay(api.server.config.port)
+    await relay.open()
+    kubeconfig = tmp_path / "via-relay"
+    write_kubeconfig(kubeconfig, server_url=f"https://127.0.0.1:{relay.port}", ca_pem=api.server.pki.ca_pem,
+                     user_name="agent", token=api.server.admin_token)
+    client = Client.from_kubeconfig(str(kubeconfig), timeout=2)   # a cut API is given up on soon
+    agent = NodeAgent(client, node_name=node, runtime=DockerRuntime(node), nats_url=servers.nats_url,
+                      data_dir=data_dir(tmp_path))
+    task = asyncio.create_task(agent.run())
+    direct = Client.from_kubeconfig(str(api.kubeconfig))
+    try:
+        await direct.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+                             "data": {"v": "one"}}, namespace="default")
+        env = [{"name": "V", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "v"}}}]
+        for name in ("fresh", "cached"):
+            await direct.create(pod(name, node, container("app", 'echo "V=$V"; exec sleep 3600', env=env),
+                                    terminationGracePeriodSeconds=1), namespace="default")
+        uids = {}
+        for name in ("fresh", "cached"):
+            p = await wait_for(direct, name, lambda p: condition(p, "Ready") == "True")
+            uids[name] = p["metadata"]["uid"]
+            assert await printed(docker, uids[name], "0") == "V=one"
+        await direct.patch("configmaps", "settings", {"data": {"v": "two"}}, namespace="default")
+
+        # A restart reads the ConfigMap again, as the kubelet does.
+        [app] = await docker.containers({POD_UID: uids["fresh"], ROLE: "app"})
+        await docker.kill(app["Id"])
+        assert await printed(docker, uids["fresh"], "1") == "V=two"
+
+        # Without the API, a restart takes the values of the last start.
+        await relay.cut()
+        [app] = await docker.containers({POD_UID: uids["cached"], ROLE: "app"})
+        await docker.kill(app["Id"])
+        assert await printed(docker, uids["cached"], "1") == "V=one"
+        await relay.open()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
+        await direct.close()
+        if relay.server is not None and relay.server.is_serving():
+            await relay.cut()

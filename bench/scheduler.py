@@ -7,9 +7,10 @@ label; no agent: binding is the scheduler's last step). The scheduler runs in
 this process (reconcilers.scheduler.Scheduler, the same object
 `eventplane scheduler` runs, without leader election), so its own counters can
 be read: pods decided per second inside the pipeline and each pod's time in
-the active queue. Pods are created by this process too (aiohttp, `--clients`
-keep-alive HTTPS connections), in bursts of one workload at a time, as a
-Deployment's scale-up creates them.
+the active queue. Pods are created by a child process (aiohttp, `--clients`
+keep-alive HTTPS connections; `--creators inline` creates them from this
+process instead, sharing the scheduler's event loop), in bursts of one
+workload at a time, as a Deployment's scale-up creates them.
 
 Per node count:
 
@@ -154,6 +155,38 @@ async def create_all(http: HttpClient, path: str, bodies: list[tuple[str, bytes]
             "per_s": (len(bodies) - failed[0]) / elapsed}
 
 
+async def create_in_child(server: ServerUnderTest, namespace: str, pods: int, chunk: int, clients: int,
+                          created_at: dict[str, float]) -> dict[str, Any]:
+    """The pods created by a process of their own, as a controller in its own process creates them, so the
+    scheduler here does not share its event loop and core with the creators. Creation times are
+    CLOCK_MONOTONIC, the same clock in every process."""
+    job = {"url": server.url, "token": server.token, "ca": str(server.data_dir / "pki" / "ca.crt"),
+           "namespace": namespace, "pods": pods, "chunk": chunk, "clients": clients}
+    proc = await asyncio.create_subprocess_exec(sys.executable, __file__, "--create-pods", json.dumps(job),
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the pod creator exited with {proc.returncode}")
+    done = json.loads(out)
+    created_at.update(done["created_at"])
+    return done["created"]
+
+
+async def _creator(job: dict[str, Any]) -> None:
+    import ssl
+
+    http = HttpClient(job["url"], job["token"], ssl.create_default_context(cafile=job["ca"]), job["clients"])
+    try:
+        ns, chunk = job["namespace"], job["chunk"]
+        bodies = [(f"{ns}/{workload(i // chunk)[0]}-{i}", pod_body(ns, i, "default-scheduler", chunk))
+                  for i in range(job["pods"])]
+        created_at: dict[str, float] = {}
+        created = await create_all(http, f"/api/v1/namespaces/{ns}/pods", bodies, job["clients"], created_at)
+    finally:
+        await http.close()
+    print(json.dumps({"created": created, "created_at": created_at}))
+
+
 async def create_namespace(http: HttpClient, name: str) -> None:
     await http.call("POST", "/api/v1/namespaces",
                     json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}).encode())
@@ -179,8 +212,11 @@ async def scheduling_run(server: ServerUnderTest, kubeconfig: Path, http: HttpCl
             gc_clock = GcClock()
             gc_clock.start()
             t0 = time.monotonic()
-            created = await create_all(http, f"/api/v1/namespaces/{namespace}/pods", bodies, args.clients,
-                                       created_at)
+            if args.creators == "process":
+                created = await create_in_child(server, namespace, pods, chunk, args.clients, created_at)
+            else:
+                created = await create_all(http, f"/api/v1/namespaces/{namespace}/pods", bodies, args.clients,
+                                           created_at)
             deadline = PERF() + args.timeout
             while sched.stats.bound < created["count"] and PERF() < deadline:
                 server.check()
@@ -338,7 +374,9 @@ def _ms(d: dict[str, float], key: str) -> str:
 def render(out: dict[str, Any]) -> str:
     m = out["machine"]
     lines = [f"bench/scheduler.py on {m.get('nproc')} cores ({m.get('cpu')}), {m.get('loop')}, "
-             f"python {m.get('python')}; the scheduler's requests over {out.get('via', 'rest').upper()}", ""]
+             f"python {m.get('python')}; the scheduler's requests over {out.get('via', 'rest').upper()}, "
+             f"pods created by {'a child process' if out['args'].get('creators') == 'process' else 'this process'}",
+             ""]
     for cl in out["clusters"]:
         main, base = cl["main"], cl["baseline"]
         lines += [f"== {cl['nodes']:,} nodes (registered at {cl['register']['per_s']:,.0f}/s) ==",
@@ -414,6 +452,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="how the scheduler sends its bindings and Events (`eventplane up` uses nats); the pods are "
                         "created over HTTPS either way")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the bindings of one run")
+    p.add_argument("--creators", choices=("process", "inline"), default="process",
+                   help="create the pending pods from a child process (as a controller in its own process "
+                        "would) or from this one, sharing the scheduler's event loop")
+    p.add_argument("--create-pods", metavar="JOB", help=argparse.SUPPRESS)  # the child's mode
     p.add_argument("--profile", metavar="N", type=int, default=0,
                    help="run this process under cProfile and print its N most expensive functions to stderr")
     c.add_common_args(p)
@@ -424,6 +466,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.create_pods:
+        asyncio.run(_creator(json.loads(args.create_pods)))
+        return 0
     return c.run_main(args, run_all, render, profile=args.profile)
 
 

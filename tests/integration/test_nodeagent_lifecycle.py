@@ -15,6 +15,7 @@ from eventplane.client import Client
 from nodeagent import NodeAgent
 from nodeagent.runtime import POD_UID, RESTART_COUNT, ROLE
 from nodeagent.runtime.docker import DockerRuntime
+from nodeagent.runtime.dockerapi import DockerNotFound
 from tests.integration.test_nodeagent import agent_running, condition, container, cstatus, pod, wait_for
 from tests.integration.test_nodeagent_resilience import Relay
 from tests.support.docker import data_dir, engine_or_skip, ensure_test_image, fresh_node
@@ -179,11 +180,16 @@ async def test_final_status_is_written_before_the_pod_is_deleted(api, servers, d
 
 
 async def printed(docker, uid: str, restart: str) -> str:
-    """What the app container's instance `restart` printed, once it printed a line."""
+    """What the app container's instance `restart` printed, once it printed a line. A container listed
+    may be gone by the time its logs are asked for (the agent replaced an attempt that could not start):
+    the next listing finds the one that runs."""
     for _ in range(300):
         found = await docker.containers({POD_UID: uid, RESTART_COUNT: restart, ROLE: "app"})
         if found:
-            out, _ = await docker.logs(found[0]["Id"])
+            try:
+                out, _ = await docker.logs(found[0]["Id"])
+            except DockerNotFound:
+                out = b""
             if out.strip():
                 return out.decode().strip()
         await asyncio.sleep(0.1)

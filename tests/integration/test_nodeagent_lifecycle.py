@@ -16,25 +16,12 @@ from nodeagent import NodeAgent
 from nodeagent.runtime import POD_UID, RESTART_COUNT, ROLE
 from nodeagent.runtime.docker import DockerRuntime
 from nodeagent.runtime.dockerapi import DockerNotFound
-from tests.integration.test_nodeagent import agent_running, condition, container, cstatus, pod, wait_for
+from tests.integration.test_nodeagent import (agent_running, condition, container, cstatus, docker,  # noqa: F401
+                                              node, pod, wait_for)
 from tests.integration.test_nodeagent_resilience import Relay
-from tests.support.docker import data_dir, engine_or_skip, ensure_test_image, fresh_node
+from tests.support.docker import data_dir
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def docker():
-    api = await engine_or_skip()
-    await ensure_test_image(api)
-    yield api
-    await api.close()
-
-
-@pytest.fixture
-async def node(docker, tmp_path):
-    async with fresh_node(docker, tmp_path) as n:
-        yield n
 
 
 async def app_env(docker, uid: str) -> dict[str, str]:

@@ -21,24 +21,11 @@ from nodeagent.runtime.docker import DockerRuntime
 from nodeagent.serviceproxy import LABEL, ready_endpoints
 from reconcilers.controllers.registry import ControllerContext, builder
 from reconcilers.informer import SharedInformerFactory
+from tests.integration.test_nodeagent import docker, node  # noqa: F401 (fixtures)
 from tests.support.controllers import eventually as poll
-from tests.support.docker import TEST_IMAGE, data_dir, engine_or_skip, ensure_test_image, fresh_node
+from tests.support.docker import TEST_IMAGE, data_dir
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def docker():
-    api = await engine_or_skip()
-    await ensure_test_image(api)
-    yield api
-    await api.close()
-
-
-@pytest.fixture
-async def node(docker, tmp_path):
-    async with fresh_node(docker, tmp_path) as n:
-        yield n
 
 
 @contextlib.asynccontextmanager
